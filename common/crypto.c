@@ -1,0 +1,146 @@
+/*
+ * OpenSSL-backed primitives (see tollgate/crypto.h). Everything here is stateless and thread safe;
+ * EVP contexts are created per call, which costs well under a microsecond next to what they protect.
+ */
+#include <string.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include "tollgate/crypto.h"
+
+void
+tg_sha256(const void *data, size_t len, uint8_t ret_digest[TG_SHA256_LEN])
+{
+    SHA256(data, len, ret_digest);
+}
+
+void
+tg_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len, uint8_t ret_mac[TG_SHA256_LEN])
+{
+    unsigned int maclen = TG_SHA256_LEN;
+    HMAC(EVP_sha256(), key, (int)keylen, data, len, ret_mac, &maclen);
+}
+
+void
+tg_derive_key(const void *secret, size_t secretlen, const char *label, uint8_t ret_key[TG_AEAD_KEY_LEN])
+{
+    tg_hmac_sha256(secret, secretlen, label, strlen(label), ret_key);
+}
+
+int
+tg_ct_equal(const void *a, const void *b, size_t len)
+{
+    return CRYPTO_memcmp(a, b, len) == 0;
+}
+
+int
+tg_ct_streq(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    /* Compare over the longer length so that a prefix match does not end early. */
+    size_t n = la > lb ? la : lb;
+    unsigned char diff = la != lb;
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned char)(i < la ? a[i] : 0) ^ (unsigned char)(i < lb ? b[i] : 0);
+    return diff == 0;
+}
+
+int
+tg_random_bytes(void *buf, size_t len)
+{
+    return RAND_bytes(buf, (int)len) == 1 ? 0 : -1;
+}
+
+void
+tg_hex_encode(const uint8_t *in, size_t len, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * len] = '\0';
+}
+
+static int
+hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int
+tg_hex_decode(const char *in, size_t inlen, uint8_t *out, size_t outlen)
+{
+    if (inlen != 2 * outlen)
+        return -1;
+    for (size_t i = 0; i < outlen; i++) {
+        int hi = hexval(in[2 * i]), lo = hexval(in[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+int
+tg_aead_seal(const uint8_t key[TG_AEAD_KEY_LEN], const void *aad, size_t aadlen, const void *pt, size_t ptlen,
+             uint8_t *out)
+{
+    int ret = -1, len;
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    if (ctx == NULL)
+        return -1;
+    uint8_t *nonce = out, *ct = out + TG_AEAD_NONCE_LEN, *tag = out + TG_AEAD_NONCE_LEN + ptlen;
+    if (tg_random_bytes(nonce, TG_AEAD_NONCE_LEN) != 0)
+        goto free_ctx;
+    if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce) != 1)
+        goto free_ctx;
+    if (aadlen > 0 && EVP_EncryptUpdate(ctx, NULL, &len, aad, (int)aadlen) != 1)
+        goto free_ctx;
+    if (EVP_EncryptUpdate(ctx, ct, &len, pt, (int)ptlen) != 1)
+        goto free_ctx;
+    if (EVP_EncryptFinal_ex(ctx, ct + len, &len) != 1)
+        goto free_ctx;
+    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TG_AEAD_TAG_LEN, tag) != 1)
+        goto free_ctx;
+    ret = 0;
+free_ctx:
+    EVP_CIPHER_CTX_free(ctx);
+    return ret;
+}
+
+int
+tg_aead_open(const uint8_t key[TG_AEAD_KEY_LEN], const void *aad, size_t aadlen, const uint8_t *in, size_t inlen,
+             uint8_t *out)
+{
+    if (inlen < TG_AEAD_OVERHEAD)
+        return -1;
+    size_t ctlen = inlen - TG_AEAD_OVERHEAD;
+    const uint8_t *nonce = in, *ct = in + TG_AEAD_NONCE_LEN, *tag = in + TG_AEAD_NONCE_LEN + ctlen;
+    int ret = -1, len;
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    if (ctx == NULL)
+        return -1;
+    if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce) != 1)
+        goto free_ctx;
+    if (aadlen > 0 && EVP_DecryptUpdate(ctx, NULL, &len, aad, (int)aadlen) != 1)
+        goto free_ctx;
+    if (EVP_DecryptUpdate(ctx, out, &len, ct, (int)ctlen) != 1)
+        goto free_ctx;
+    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TG_AEAD_TAG_LEN, (void *)tag) != 1)
+        goto free_ctx;
+    if (EVP_DecryptFinal_ex(ctx, out + len, &len) != 1)
+        goto free_ctx;
+    ret = (int)ctlen;
+free_ctx:
+    EVP_CIPHER_CTX_free(ctx);
+    return ret;
+}
