@@ -1,0 +1,58 @@
+/* Fuzz target: the JSON scanner must never read out of bounds, and whatever it accepts it must walk. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "tollgate/json_scan.h"
+
+static void
+walk(tg_json_span_t v, int depth)
+{
+    tg_json_iter_t it;
+    tg_json_span_t k, x;
+    char buf[64];
+    size_t len;
+    int64_t n;
+    if (depth > 8)
+        return;
+    switch (v.type) {
+    case TG_JSON_OBJECT:
+        tg_json_iter_init(&it, v);
+        while (tg_json_object_next(&it, &k, &x) == 1) {
+            tg_json_string_decode(k, buf, sizeof(buf), &len);
+            walk(x, depth + 1);
+        }
+        break;
+    case TG_JSON_ARRAY:
+        tg_json_iter_init(&it, v);
+        while (tg_json_array_next(&it, &x) == 1)
+            walk(x, depth + 1);
+        break;
+    case TG_JSON_STRING:
+        tg_json_string_decode(v, buf, sizeof(buf), &len);
+        break;
+    case TG_JSON_NUMBER:
+        tg_json_to_int64(v, &n);
+        break;
+    default:
+        break;
+    }
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    /* a private copy, so that reads past the end are caught by the sanitizers */
+    char *copy = malloc(size ? size : 1);
+    memcpy(copy, data, size);
+    tg_json_span_t v;
+    if (tg_json_parse(copy, size, &v) == 0) {
+        walk(v, 0);
+        tg_json_span_t m;
+        tg_json_object_get(v, "model", &m);
+        char *q = malloc(6 * size + 2);
+        tg_json_quote(q, copy, size);
+        free(q);
+    }
+    free(copy);
+    return 0;
+}

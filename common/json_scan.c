@@ -1,0 +1,460 @@
+/*
+ * Validating JSON scanner over spans (see tollgate/json_scan.h).
+ *
+ * skip_value() is the whole grammar: it consumes one value starting at p and returns the first byte
+ * after it, or NULL when the text is not JSON. Recursion depth is bounded by TG_JSON_MAX_DEPTH, so a
+ * hostile body cannot exhaust the stack.
+ */
+#include <string.h>
+#include "tollgate/json_scan.h"
+
+static const char *skip_value(const char *p, const char *end, int depth, tg_json_type_t *ret_type);
+
+static const char *
+skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    return p;
+}
+
+static int
+is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+static const char *
+skip_string(const char *p, const char *end)
+{
+    /* p is at the opening quote */
+    p++;
+    while (p < end) {
+        const char *q = p;
+        /* fast path over plain bytes */
+        while (q < end && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20)
+            q++;
+        if (q == end)
+            return NULL;
+        if (*q == '"')
+            return q + 1;
+        if ((unsigned char)*q < 0x20)
+            return NULL;
+        /* backslash */
+        if (q + 1 >= end)
+            return NULL;
+        switch (q[1]) {
+        case '"':
+        case '\\':
+        case '/':
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't':
+            p = q + 2;
+            break;
+        case 'u':
+            if (end - q < 6 || !is_hex(q[2]) || !is_hex(q[3]) || !is_hex(q[4]) || !is_hex(q[5]))
+                return NULL;
+            p = q + 6;
+            break;
+        default:
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+static const char *
+skip_digits(const char *p, const char *end)
+{
+    const char *start = p;
+    while (p < end && *p >= '0' && *p <= '9')
+        p++;
+    return p == start ? NULL : p;
+}
+
+static const char *
+skip_number(const char *p, const char *end)
+{
+    if (p < end && *p == '-')
+        p++;
+    if (p >= end)
+        return NULL;
+    if (*p == '0') {
+        p++;
+    } else if ((p = skip_digits(p, end)) == NULL) {
+        return NULL;
+    }
+    if (p < end && *p == '.') {
+        if ((p = skip_digits(p + 1, end)) == NULL)
+            return NULL;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if ((p = skip_digits(p, end)) == NULL)
+            return NULL;
+    }
+    return p;
+}
+
+static const char *
+skip_literal(const char *p, const char *end, const char *lit, size_t len)
+{
+    return (size_t)(end - p) >= len && memcmp(p, lit, len) == 0 ? p + len : NULL;
+}
+
+static const char *
+skip_container(const char *p, const char *end, int depth, int is_object)
+{
+    char close = is_object ? '}' : ']';
+    tg_json_type_t type;
+    if (depth >= TG_JSON_MAX_DEPTH)
+        return NULL;
+    p = skip_ws(p + 1, end);
+    if (p < end && *p == close)
+        return p + 1;
+    for (;;) {
+        if (is_object) {
+            if (p >= end || *p != '"' || (p = skip_string(p, end)) == NULL)
+                return NULL;
+            p = skip_ws(p, end);
+            if (p >= end || *p != ':')
+                return NULL;
+            p = skip_ws(p + 1, end);
+        }
+        if ((p = skip_value(p, end, depth + 1, &type)) == NULL)
+            return NULL;
+        p = skip_ws(p, end);
+        if (p >= end)
+            return NULL;
+        if (*p == close)
+            return p + 1;
+        if (*p != ',')
+            return NULL;
+        p = skip_ws(p + 1, end);
+    }
+}
+
+static const char *
+skip_value(const char *p, const char *end, int depth, tg_json_type_t *ret_type)
+{
+    if (p >= end)
+        return NULL;
+    switch (*p) {
+    case '{':
+        *ret_type = TG_JSON_OBJECT;
+        return skip_container(p, end, depth, 1);
+    case '[':
+        *ret_type = TG_JSON_ARRAY;
+        return skip_container(p, end, depth, 0);
+    case '"':
+        *ret_type = TG_JSON_STRING;
+        return skip_string(p, end);
+    case 't':
+        *ret_type = TG_JSON_TRUE;
+        return skip_literal(p, end, "true", 4);
+    case 'f':
+        *ret_type = TG_JSON_FALSE;
+        return skip_literal(p, end, "false", 5);
+    case 'n':
+        *ret_type = TG_JSON_NULL;
+        return skip_literal(p, end, "null", 4);
+    default:
+        *ret_type = TG_JSON_NUMBER;
+        return skip_number(p, end);
+    }
+}
+
+int
+tg_json_parse(const char *s, size_t len, tg_json_span_t *ret_value)
+{
+    const char *end = s + len, *p = skip_ws(s, end), *q;
+    tg_json_type_t type;
+    if ((q = skip_value(p, end, 0, &type)) == NULL)
+        return -1;
+    if (skip_ws(q, end) != end)
+        return -1;
+    ret_value->p = p;
+    ret_value->len = q - p;
+    ret_value->type = type;
+    return 0;
+}
+
+int
+tg_json_iter_init(tg_json_iter_t *it, tg_json_span_t container)
+{
+    if (container.type != TG_JSON_OBJECT && container.type != TG_JSON_ARRAY)
+        return -1;
+    it->p = container.p + 1;
+    it->end = container.p + container.len;
+    it->depth = 1;
+    it->first = 1;
+    return 0;
+}
+
+/* Steps to the next element: handles the separator or the closing bracket. 1 more, 0 end, -1 invalid. */
+static int
+iter_advance(tg_json_iter_t *it, char close)
+{
+    it->p = skip_ws(it->p, it->end);
+    if (it->p >= it->end)
+        return -1;
+    if (*it->p == close)
+        return 0;
+    if (!it->first) {
+        if (*it->p != ',')
+            return -1;
+        it->p = skip_ws(it->p + 1, it->end);
+    }
+    it->first = 0;
+    return 1;
+}
+
+static int
+iter_value(tg_json_iter_t *it, tg_json_span_t *ret_value)
+{
+    const char *start = it->p, *q;
+    tg_json_type_t type;
+    if ((q = skip_value(start, it->end, it->depth, &type)) == NULL)
+        return -1;
+    ret_value->p = start;
+    ret_value->len = q - start;
+    ret_value->type = type;
+    it->p = q;
+    return 1;
+}
+
+int
+tg_json_object_next(tg_json_iter_t *it, tg_json_span_t *ret_key, tg_json_span_t *ret_value)
+{
+    int rv = iter_advance(it, '}');
+    if (rv <= 0)
+        return rv;
+    const char *k = it->p, *q;
+    if (*k != '"' || (q = skip_string(k, it->end)) == NULL)
+        return -1;
+    ret_key->p = k;
+    ret_key->len = q - k;
+    ret_key->type = TG_JSON_STRING;
+    it->p = skip_ws(q, it->end);
+    if (it->p >= it->end || *it->p != ':')
+        return -1;
+    it->p = skip_ws(it->p + 1, it->end);
+    return iter_value(it, ret_value);
+}
+
+int
+tg_json_array_next(tg_json_iter_t *it, tg_json_span_t *ret_value)
+{
+    int rv = iter_advance(it, ']');
+    if (rv <= 0)
+        return rv;
+    return iter_value(it, ret_value);
+}
+
+int
+tg_json_string_eq(tg_json_span_t s, const char *lit)
+{
+    size_t n = strlen(lit);
+    if (s.type != TG_JSON_STRING || s.len < 2)
+        return 0;
+    /* common case: no escapes, compare in place */
+    if (s.len == n + 2 && memcmp(s.p + 1, lit, n) == 0)
+        return 1;
+    if (memchr(s.p, '\\', s.len) == NULL)
+        return 0;
+    char buf[256];
+    size_t len;
+    if (n >= sizeof(buf) || tg_json_string_decode(s, buf, sizeof(buf), &len) != 0)
+        return 0;
+    return len == n && memcmp(buf, lit, n) == 0;
+}
+
+int
+tg_json_object_get(tg_json_span_t object, const char *key, tg_json_span_t *ret_value)
+{
+    tg_json_iter_t it;
+    tg_json_span_t k, v;
+    int rv;
+    if (object.type != TG_JSON_OBJECT || tg_json_iter_init(&it, object) != 0)
+        return -1;
+    while ((rv = tg_json_object_next(&it, &k, &v)) == 1) {
+        if (tg_json_string_eq(k, key)) {
+            *ret_value = v;
+            return 1;
+        }
+    }
+    return rv;
+}
+
+static int
+hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return c - 'A' + 10;
+}
+
+static size_t
+put_utf8(char *out, uint32_t cp)
+{
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xc0 | cp >> 6);
+        out[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xe0 | cp >> 12);
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        out[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    out[0] = (char)(0xf0 | cp >> 18);
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+    out[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+int
+tg_json_string_decode(tg_json_span_t s, char *out, size_t cap, size_t *ret_len)
+{
+    if (s.type != TG_JSON_STRING || s.len < 2)
+        return -1;
+    const char *p = s.p + 1, *end = s.p + s.len - 1;
+    size_t n = 0;
+    while (p < end) {
+        if (*p != '\\') {
+            if (n >= cap)
+                return -1;
+            out[n++] = *p++;
+            continue;
+        }
+        char c = p[1], ch;
+        p += 2;
+        switch (c) {
+        case 'b':
+            ch = '\b';
+            break;
+        case 'f':
+            ch = '\f';
+            break;
+        case 'n':
+            ch = '\n';
+            break;
+        case 'r':
+            ch = '\r';
+            break;
+        case 't':
+            ch = '\t';
+            break;
+        case 'u': {
+            uint32_t cp = hexval(p[0]) << 12 | hexval(p[1]) << 8 | hexval(p[2]) << 4 | hexval(p[3]);
+            p += 4;
+            if (cp >= 0xd800 && cp < 0xdc00 && end - p >= 6 && p[0] == '\\' && p[1] == 'u') {
+                uint32_t lo = hexval(p[2]) << 12 | hexval(p[3]) << 8 | hexval(p[4]) << 4 | hexval(p[5]);
+                if (lo >= 0xdc00 && lo < 0xe000) {
+                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                    p += 6;
+                }
+            }
+            if (n + 4 > cap)
+                return -1;
+            n += put_utf8(out + n, cp);
+            continue;
+        }
+        default:
+            ch = c; /* " \ / */
+            break;
+        }
+        if (n >= cap)
+            return -1;
+        out[n++] = ch;
+    }
+    *ret_len = n;
+    return 0;
+}
+
+int
+tg_json_to_int64(tg_json_span_t s, int64_t *ret)
+{
+    if (s.type != TG_JSON_NUMBER || s.len == 0 || s.len > 19)
+        return -1;
+    const char *p = s.p, *end = s.p + s.len;
+    int neg = *p == '-';
+    if (neg)
+        p++;
+    if (p == end)
+        return -1;
+    int64_t v = 0;
+    for (; p < end; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        v = v * 10 + (*p - '0');
+    }
+    *ret = neg ? -v : v;
+    return 0;
+}
+
+int
+tg_json_is_empty(tg_json_span_t s)
+{
+    if (s.type != TG_JSON_OBJECT && s.type != TG_JSON_ARRAY)
+        return 0;
+    const char *p = skip_ws(s.p + 1, s.p + s.len);
+    return p == s.p + s.len - 1;
+}
+
+size_t
+tg_json_quote(char *out, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0;
+    out[n++] = '"';
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        switch (c) {
+        case '"':
+            out[n++] = '\\';
+            out[n++] = '"';
+            break;
+        case '\\':
+            out[n++] = '\\';
+            out[n++] = '\\';
+            break;
+        case '\n':
+            out[n++] = '\\';
+            out[n++] = 'n';
+            break;
+        case '\r':
+            out[n++] = '\\';
+            out[n++] = 'r';
+            break;
+        case '\t':
+            out[n++] = '\\';
+            out[n++] = 't';
+            break;
+        default:
+            if (c < 0x20) {
+                memcpy(out + n, "\\u00", 4);
+                out[n + 4] = hex[c >> 4];
+                out[n + 5] = hex[c & 15];
+                n += 6;
+            } else {
+                out[n++] = (char)c;
+            }
+        }
+    }
+    out[n++] = '"';
+    return n;
+}

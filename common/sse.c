@@ -1,0 +1,157 @@
+/*
+ * SSE parser (see tollgate/sse.h). Incoming bytes are appended to one buffer holding the unfinished
+ * event; lines are split in place, so a typical event costs one copy and one memchr pass. After each
+ * feed the unfinished tail is moved to the front of the buffer.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "tollgate/sse.h"
+
+void
+tg_sse_init(tg_sse_parser_t *p, size_t max_event)
+{
+    memset(p, 0, sizeof(*p));
+    p->max_event = max_event;
+}
+
+void
+tg_sse_dispose(tg_sse_parser_t *p)
+{
+    free(p->raw);
+    free(p->data);
+    p->raw = p->data = NULL;
+}
+
+size_t
+tg_sse_pending(const tg_sse_parser_t *p)
+{
+    return p->raw_len;
+}
+
+static int
+reserve(char **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    size_t ncap = *cap ? *cap : 1024;
+    while (ncap < need)
+        ncap *= 2;
+    char *n = realloc(*buf, ncap);
+    if (n == NULL)
+        return -1;
+    *buf = n;
+    *cap = ncap;
+    return 0;
+}
+
+static int
+process_line(tg_sse_parser_t *p, const char *line, size_t len)
+{
+    if (len == 0 || line[0] == ':')
+        return 0;
+    const char *colon = memchr(line, ':', len);
+    size_t flen = colon ? (size_t)(colon - line) : len;
+    const char *value = colon ? colon + 1 : line + len;
+    size_t vlen = line + len - value;
+    if (vlen > 0 && *value == ' ') {
+        value++;
+        vlen--;
+    }
+    if (flen == 4 && memcmp(line, "data", 4) == 0) {
+        size_t need = p->data_len + vlen + 1;
+        if (reserve(&p->data, &p->data_cap, need + 1) != 0)
+            return -1;
+        if (p->has_data)
+            p->data[p->data_len++] = '\n';
+        memcpy(p->data + p->data_len, value, vlen);
+        p->data_len += vlen;
+        p->data[p->data_len] = '\0';
+        p->has_data = 1;
+    } else if (flen == 5 && memcmp(line, "event", 5) == 0) {
+        p->event_len = vlen < sizeof(p->event) - 1 ? vlen : sizeof(p->event) - 1;
+        memcpy(p->event, value, p->event_len);
+        p->event[p->event_len] = '\0';
+    }
+    return 0;
+}
+
+int
+tg_sse_feed(tg_sse_parser_t *p, const char *buf, size_t len, tg_sse_cb cb, void *ctx)
+{
+    int rv = 0;
+    if (reserve(&p->raw, &p->raw_cap, p->raw_len + len) != 0)
+        return -1;
+    memcpy(p->raw + p->raw_len, buf, len);
+    p->raw_len += len;
+
+    size_t i = p->scan;
+    while (i < p->raw_len) {
+        char c = p->raw[i];
+        if (p->after_cr) {
+            p->after_cr = 0;
+            if (c == '\n') {
+                /* second half of a CRLF whose CR already ended the line */
+                i++;
+                p->line_start = i;
+                continue;
+            }
+        }
+        const char *nl = memchr(p->raw + i, '\n', p->raw_len - i);
+        const char *cr = memchr(p->raw + i, '\r', (nl ? (size_t)(nl - p->raw) : p->raw_len) - i);
+        const char *term = cr ? cr : nl;
+        if (term == NULL) {
+            i = p->raw_len;
+            break;
+        }
+        size_t line_end = term - p->raw;
+        i = line_end + 1;
+        if (*term == '\r') {
+            if (i < p->raw_len) {
+                if (p->raw[i] == '\n')
+                    i++;
+            } else {
+                p->after_cr = 1;
+            }
+        }
+        size_t line_len = line_end - p->line_start;
+        if (line_len == 0) {
+            /* blank line: the event ends here */
+            tg_sse_event_t ev = {
+                .raw = p->raw + p->event_start,
+                .raw_len = i - p->event_start,
+                .data = p->has_data ? p->data : "",
+                .data_len = p->has_data ? p->data_len : 0,
+                .has_data = p->has_data,
+                .event = p->event,
+                .event_len = p->event_len,
+            };
+            rv = cb(ctx, &ev);
+            p->event[0] = '\0';
+            p->has_data = 0;
+            p->data_len = 0;
+            p->event_len = 0;
+            p->event_start = i;
+            p->line_start = i;
+            if (rv != 0)
+                break;
+            continue;
+        }
+        if (process_line(p, p->raw + p->line_start, line_len) != 0)
+            return -1;
+        p->line_start = i;
+    }
+
+    /* keep only the unfinished event */
+    size_t keep = p->raw_len - p->event_start;
+    if (p->event_start > 0) {
+        memmove(p->raw, p->raw + p->event_start, keep);
+        p->line_start -= p->event_start;
+        i -= p->event_start;
+        p->event_start = 0;
+    }
+    p->raw_len = keep;
+    p->scan = i;
+    if (rv == 0 && keep > p->max_event)
+        return -1;
+    return rv;
+}
