@@ -1,0 +1,161 @@
+/*
+ * Snapshot synchronisation thread (see sync.h).
+ *
+ * The loop waits on the SUB socket with a short receive timeout, so that a pending fetch, a retry
+ * backoff or a stop request is noticed within ~100 ms without any cross-thread wakeup machinery.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <nng/nng.h>
+#include <nng/protocol/pubsub0/sub.h>
+#include <nng/protocol/reqrep0/req.h>
+#include "config/snapshot.h"
+#include "config/sync.h"
+#include "server/worker.h"
+#include "tollgate/env.h"
+#include "tollgate/log.h"
+#include "tollgate.pb-c.h"
+
+static struct {
+    pthread_t thread;
+    atomic_int stop;
+    nng_socket sub, req;
+} sync_state;
+
+static uint64_t
+have_version(void)
+{
+    return dp_snapshot_current_version();
+}
+
+static void
+apply(const uint8_t *payload, size_t len, const char *via)
+{
+    char err[256];
+    dp_snapshot_t *s;
+    uint64_t t0 = tg_mono_ns();
+    if (dp_snapshot_build(payload, len, &dp_config.wire_key, &s, err, sizeof(err)) != 0) {
+        tg_error("dp.snapshot.rejected", "via=%s reason=%s", via, err);
+        return;
+    }
+    if (s->version <= have_version()) {
+        dp_snapshot_unref(s);
+        return;
+    }
+    uint64_t version = s->version;
+    size_t keys = s->n_keys, routes = s->n_routes;
+    dp_snapshot_publish(s);
+    tg_info("dp.snapshot.applied", "version=%llu keys=%zu routes=%zu via=%s build_us=%llu",
+            (unsigned long long)version, keys, routes, via, (unsigned long long)((tg_mono_ns() - t0) / 1000));
+}
+
+/* One request/reply round trip for the current snapshot. 0 or -1. */
+static int
+fetch(void)
+{
+    Tollgate__SnapshotRequest rq = TOLLGATE__SNAPSHOT_REQUEST__INIT;
+    rq.instance_id = dp_config.instance_id;
+    rq.have_version = have_version();
+    int rv = tg_wire_send(sync_state.req, &dp_config.wire_key, TOLLGATE__MSG_TYPE__MSG_SNAPSHOT_REQUEST, &rq.base, 0);
+    if (rv != 0)
+        return -1;
+    tg_wire_msg_t reply;
+    if ((rv = tg_wire_recv(sync_state.req, &dp_config.wire_key, &reply, 0)) != 0)
+        return -1;
+    int ok = -1;
+    if (reply.type == TOLLGATE__MSG_TYPE__MSG_SNAPSHOT) {
+        apply(reply.payload, reply.len, "fetch");
+        ok = 0;
+    }
+    tg_wire_msg_dispose(&reply);
+    return ok;
+}
+
+static void *
+sync_main(void *arg)
+{
+    int need_fetch = 1, failures = 0;
+    uint64_t next_fetch_ns = 0;
+    while (!atomic_load(&sync_state.stop)) {
+        uint64_t now = tg_mono_ns();
+        if (need_fetch && now >= next_fetch_ns) {
+            if (fetch() == 0) {
+                need_fetch = 0;
+                if (failures > 0)
+                    tg_info("dp.sync.recovered", "after_failures=%d", failures);
+                failures = 0;
+            } else {
+                if (failures++ == 0)
+                    tg_warn("dp.sync.fetch_failed", "url=%s: serving on version %llu meanwhile", dp_config.cp_rep_url,
+                            (unsigned long long)have_version());
+                uint64_t backoff_ms = failures < 5 ? 100u << failures : 2000;
+                next_fetch_ns = tg_mono_ns() + backoff_ms * 1000000ull;
+            }
+        }
+        tg_wire_msg_t m;
+        int rv = tg_wire_recv(sync_state.sub, &dp_config.wire_key, &m, 0);
+        if (rv == NNG_ETIMEDOUT)
+            continue;
+        if (rv == NNG_EINVAL) {
+            tg_warn("dp.sync.bad_message", "a message failed verification (wrong cluster secret?)");
+            continue;
+        }
+        if (rv != 0)
+            break; /* socket closed */
+        if (m.type == TOLLGATE__MSG_TYPE__MSG_SNAPSHOT) {
+            apply(m.payload, m.len, "publish");
+        } else if (m.type == TOLLGATE__MSG_TYPE__MSG_HEARTBEAT) {
+            Tollgate__Heartbeat *hb = tollgate__heartbeat__unpack(NULL, m.len, m.payload);
+            if (hb != NULL && hb->version != have_version() && !need_fetch) {
+                tg_info("dp.sync.version_gap", "have=%llu heartbeat=%llu", (unsigned long long)have_version(),
+                        (unsigned long long)hb->version);
+                need_fetch = 1;
+                next_fetch_ns = 0;
+            }
+            if (hb != NULL)
+                tollgate__heartbeat__free_unpacked(hb, NULL);
+        }
+        tg_wire_msg_dispose(&m);
+    }
+    return NULL;
+}
+
+int
+dp_sync_start(void)
+{
+    int rv;
+    if ((rv = nng_sub0_open(&sync_state.sub)) != 0 || (rv = nng_req0_open(&sync_state.req)) != 0) {
+        tg_error("dp.sync.socket_failed", "error=%s", nng_strerror(rv));
+        return -1;
+    }
+    nng_socket_set(sync_state.sub, NNG_OPT_SUB_SUBSCRIBE, "", 0);
+    nng_socket_set_ms(sync_state.sub, NNG_OPT_RECVTIMEO, 100);
+    nng_socket_set_size(sync_state.sub, NNG_OPT_RECVMAXSZ, TG_WIRE_MAX_MSG);
+    nng_socket_set_size(sync_state.req, NNG_OPT_RECVMAXSZ, TG_WIRE_MAX_MSG);
+    nng_socket_set_ms(sync_state.req, NNG_OPT_SENDTIMEO, 1000);
+    nng_socket_set_ms(sync_state.req, NNG_OPT_RECVTIMEO, 3000);
+    nng_socket_set_ms(sync_state.req, NNG_OPT_REQ_RESENDTIME, 3000);
+    nng_socket_set_ms(sync_state.sub, NNG_OPT_RECONNMINT, 50);
+    nng_socket_set_ms(sync_state.sub, NNG_OPT_RECONNMAXT, 1000);
+    nng_socket_set_ms(sync_state.req, NNG_OPT_RECONNMINT, 50);
+    nng_socket_set_ms(sync_state.req, NNG_OPT_RECONNMAXT, 1000);
+    if ((rv = nng_dial(sync_state.sub, dp_config.cp_pub_url, NULL, NNG_FLAG_NONBLOCK)) != 0 ||
+        (rv = nng_dial(sync_state.req, dp_config.cp_rep_url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
+        tg_error("dp.sync.dial_failed", "pub=%s rep=%s error=%s", dp_config.cp_pub_url, dp_config.cp_rep_url,
+                 nng_strerror(rv));
+        return -1;
+    }
+    if (pthread_create(&sync_state.thread, NULL, sync_main, NULL) != 0)
+        return -1;
+    return 0;
+}
+
+void
+dp_sync_stop(void)
+{
+    atomic_store(&sync_state.stop, 1);
+    pthread_join(sync_state.thread, NULL);
+    nng_close(sync_state.sub);
+    nng_close(sync_state.req);
+}

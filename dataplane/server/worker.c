@@ -1,0 +1,152 @@
+/*
+ * Worker threads (see worker.h). Each one owns a listening socket bound with SO_REUSEPORT, so the kernel
+ * spreads new connections across workers without a shared accept lock; libuv 1.44 has no flag for that,
+ * hence the socket is made here and handed to the loop with uv_tcp_open().
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "ingress/ingress.h"
+#include "server/worker.h"
+#include "tollgate/crypto.h"
+#include "tollgate/log.h"
+
+dp_snapshot_t *
+dp_worker_snapshot(dp_worker_t *w)
+{
+    uint64_t v = dp_snapshot_current_version();
+    if (w->snapshot == NULL || w->snapshot->version != v) {
+        dp_snapshot_t *s = dp_snapshot_acquire();
+        if (s != NULL) {
+            dp_snapshot_unref(w->snapshot);
+            w->snapshot = s;
+        }
+    }
+    return w->snapshot;
+}
+
+static void
+on_conn_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void
+on_accept(uv_stream_t *listener, int status)
+{
+    dp_worker_t *w = listener->data;
+    if (status != 0)
+        return;
+    uv_tcp_t *conn = malloc(sizeof(*conn));
+    if (conn == NULL)
+        return;
+    uv_tcp_init(listener->loop, conn);
+    if (uv_accept(listener, (uv_stream_t *)conn) != 0) {
+        uv_close((uv_handle_t *)conn, on_conn_closed);
+        return;
+    }
+    uv_tcp_nodelay(conn, 1);
+    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn, on_conn_closed);
+    h2o_accept(&w->accept_ctx, sock);
+}
+
+static int
+open_listener(dp_worker_t *w)
+{
+    int fd = socket(dp_config.listen_addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
+    if (fd < 0)
+        return -errno;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 ||
+        bind(fd, (struct sockaddr *)&dp_config.listen_addr, dp_config.listen_addr_len) != 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    uv_tcp_init(&w->loop, &w->listener);
+    w->listener.data = w;
+    int rv;
+    if ((rv = uv_tcp_open(&w->listener, fd)) != 0 || (rv = uv_listen((uv_stream_t *)&w->listener, 1024, on_accept)) != 0)
+        return rv;
+    w->listening = 1;
+    return 0;
+}
+
+static void
+on_usage_timer(uv_timer_t *t)
+{
+    dp_worker_t *w = t->data;
+    dp_usage_flush(&w->usage);
+}
+
+static void
+on_listener_closed(uv_handle_t *h)
+{
+}
+
+static void
+on_wakeup(uv_async_t *a)
+{
+    dp_worker_t *w = a->data;
+    int cmd = atomic_load(&w->command);
+    if (cmd >= DP_WORKER_DRAIN && w->listening) {
+        w->listening = 0;
+        uv_close((uv_handle_t *)&w->listener, on_listener_closed);
+        /* closes idle keep-alive connections and sends GOAWAY on HTTP/2 */
+        h2o_context_request_shutdown(&w->ctx);
+    }
+    if (cmd == DP_WORKER_STOP) {
+        dp_usage_flush(&w->usage);
+        uv_stop(&w->loop);
+    }
+}
+
+static void *
+worker_main(void *arg)
+{
+    dp_worker_t *w = arg;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    dp_usage_flush(&w->usage);
+    return NULL;
+}
+
+int
+dp_worker_start(dp_worker_t *w, int id, h2o_globalconf_t *conf)
+{
+    int rv;
+    w->id = id;
+    if (tg_random_bytes(&w->rng, sizeof(w->rng)) != 0 || w->rng == 0)
+        w->rng = 0x9e3779b97f4a7c15ull + (uint64_t)id;
+    uv_loop_init(&w->loop);
+    h2o_context_init(&w->ctx, &w->loop, conf);
+    w->accept_ctx.ctx = &w->ctx;
+    w->accept_ctx.hosts = conf->hosts;
+    if (dp_upstream_new(&w->loop, &dp_config.upstream, &w->upstream) != 0)
+        return -1;
+    uv_async_init(&w->loop, &w->wakeup, on_wakeup);
+    w->wakeup.data = w;
+    uv_timer_init(&w->loop, &w->usage_timer);
+    w->usage_timer.data = w;
+    uv_timer_start(&w->usage_timer, on_usage_timer, dp_config.usage_flush_ms, dp_config.usage_flush_ms);
+    if ((rv = open_listener(w)) != 0) {
+        tg_error("dp.listen_failed", "address=%s error=%s", dp_config.listen, uv_strerror(rv));
+        return -1;
+    }
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+        return -1;
+    return 0;
+}
+
+void
+dp_worker_command(dp_worker_t *w, int command)
+{
+    atomic_store(&w->command, command);
+    uv_async_send(&w->wakeup);
+}
+
+void
+dp_worker_join(dp_worker_t *w)
+{
+    pthread_join(w->thread, NULL);
+}
