@@ -136,8 +136,14 @@ flush_pending(chat_t *c)
     if (c->send_in_flight || c->final_sent || !c->streaming)
         return;
     h2o_send_state_t state = H2O_SEND_STATE_IN_PROGRESS;
-    if (c->upstream_done)
-        state = c->stream_failed ? H2O_SEND_STATE_ERROR : H2O_SEND_STATE_FINAL;
+    if (c->upstream_done) {
+        /* h2o 2.2 closes an HTTP/1.1 chunked response without its terminator only for an ERROR send that
+         * carries no data, so a failed stream sends its last bytes first and the ERROR on its own */
+        if (!c->stream_failed)
+            state = H2O_SEND_STATE_FINAL;
+        else if (c->pending.len == 0)
+            state = H2O_SEND_STATE_ERROR;
+    }
     if (c->pending.len == 0 && state == H2O_SEND_STATE_IN_PROGRESS)
         return; /* nothing to say yet; an empty in-progress send is not safe on every protocol */
 
@@ -204,7 +210,6 @@ start_stream(chat_t *c)
     const char *ct = c->call.content_type[0] ? c->call.content_type : "text/event-stream";
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ct, strlen(ct));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache"));
-    dp_add_common_headers(req, c->request_id);
     tg_sse_init(&c->sse, MAX_SSE_EVENT);
     c->sse_ready = 1;
     h2o_start_response(req, &c->gen);
@@ -249,7 +254,7 @@ send_buffered_response(chat_t *c)
     if (c->call.retry_after[0])
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, c->call.retry_after,
                        strlen(c->call.retry_after));
-    dp_add_common_headers(req, c->request_id);
+    req->res.content_length = c->response.len;
     record_usage(c, (uint32_t)status);
     c->final_sent = 1;
     h2o_start_response(req, &c->gen);
@@ -288,7 +293,6 @@ on_done(dp_upstream_call_t *call, CURLcode rc)
         const char *why = call->error[0] ? call->error : curl_easy_strerror(rc);
         tg_warn("dp.upstream.failed", "request_id=%s provider=%s error=%s", c->request_id, c->target->provider->name,
                 why);
-        dp_add_common_headers(c->req, c->request_id);
         record_usage(c, 502);
         c->final_sent = 1;
         dp_send_error(c->req, 502, "upstream_error", "upstream_unreachable", NULL,
@@ -371,7 +375,6 @@ pick_key(dp_worker_t *w, const dp_provider_t *p)
 int
 dp_chat_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id)
 {
-    dp_add_common_headers(req, request_id);
     dp_snapshot_t *s = dp_worker_snapshot(w);
     if (s == NULL) {
         dp_send_error(req, 503, "server_error", "not_ready", NULL, "The gateway has no configuration yet.");
@@ -383,6 +386,12 @@ dp_chat_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id)
 
     /* one pass over the top level validates the whole body and finds the fields we need */
     h2o_iovec_t body = req->entity;
+    if (body.len > dp_config.max_body_bytes) {
+        dp_send_error(req, 413, "invalid_request_error", "request_too_large", NULL,
+                      "The request body is %zu bytes; this gateway accepts at most %zu.", body.len,
+                      dp_config.max_body_bytes);
+        return 0;
+    }
     tg_json_span_t top, k, v, model = {0}, stream_options = {0}, messages = {0};
     tg_json_iter_t it;
     int stream = 0, rv = -1;

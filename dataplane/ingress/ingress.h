@@ -27,6 +27,7 @@ void dp_send_error(h2o_req_t *req, int status, const char *type, const char *cod
                    const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 void dp_send_json(h2o_req_t *req, int status, const char *body, size_t len);
 const char *dp_status_reason(int status);
+/* x-request-id, and Connection: close while draining. Added once per request, by the router. */
 void dp_add_common_headers(h2o_req_t *req, const char *request_id);
 
 #endif

@@ -7,7 +7,6 @@ int
 dp_models_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id)
 {
     dp_snapshot_t *s = dp_worker_snapshot(w);
-    dp_add_common_headers(req, request_id);
     if (s == NULL) {
         dp_send_error(req, 503, "server_error", "not_ready", NULL, "The gateway has no configuration yet.");
         return 0;

@@ -44,6 +44,7 @@ dp_ingress_on_req(h2o_handler_t *self, h2o_req_t *req)
     dp_worker_t *w = dp_worker_of(req);
     char *request_id = h2o_mem_alloc_pool(&req->pool, DP_REQUEST_ID_MAX);
     assign_request_id(req, w, request_id);
+    dp_add_common_headers(req, request_id);
 
     h2o_iovec_t path = req->path_normalized;
     if (path.len > 7 && memcmp(path.base, "/openai/", 8) == 0)
@@ -58,11 +59,9 @@ dp_ingress_on_req(h2o_handler_t *self, h2o_req_t *req)
         if (is_get)
             return dp_models_handle(req, w, request_id);
     } else if (path_is(path, "/healthz")) {
-        dp_add_common_headers(req, request_id);
         dp_send_json(req, 200, H2O_STRLIT("{\"status\":\"ok\"}\n"));
         return 0;
     } else if (path_is(path, "/readyz")) {
-        dp_add_common_headers(req, request_id);
         if (atomic_load(&dp_draining))
             dp_send_json(req, 503, H2O_STRLIT("{\"status\":\"draining\"}\n"));
         else if (dp_snapshot_current_version() == 0)
@@ -71,13 +70,11 @@ dp_ingress_on_req(h2o_handler_t *self, h2o_req_t *req)
             dp_send_json(req, 200, H2O_STRLIT("{\"status\":\"ready\"}\n"));
         return 0;
     } else {
-        dp_add_common_headers(req, request_id);
         dp_send_error(req, 404, "invalid_request_error", "unknown_url", NULL, "Unknown request URL: %s %.*s",
                       is_get ? "GET" : is_post ? "POST" : "?", (int)(req->path.len > 200 ? 200 : req->path.len),
                       req->path.base);
         return 0;
     }
-    dp_add_common_headers(req, request_id);
     dp_send_error(req, 405, "invalid_request_error", "method_not_allowed", NULL, "Method %.*s is not allowed here.",
                   (int)(req->method.len > 16 ? 16 : req->method.len), req->method.base);
     return 0;
