@@ -45,18 +45,6 @@ static struct {
     nng_socket sock;
 } shipper = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
-int64_t
-dp_usage_cost(const dp_price_t *price, int64_t input, int64_t cached_input, int64_t output)
-{
-    if (price == NULL)
-        return 0;
-    if (cached_input > input)
-        cached_input = input;
-    int64_t cached_price = price->cached_input ? price->cached_input : price->input;
-    /* micro-USD per Mtok x tokens = 1e-12 USD; / 1000 = nano-USD */
-    return ((input - cached_input) * price->input + cached_input * cached_price + output * price->output) / 1000;
-}
-
 static size_t
 put_varint(uint8_t *p, uint64_t v)
 {

@@ -20,6 +20,7 @@
 #include "tollgate/json_scan.h"
 #include "tollgate/log.h"
 #include "tollgate/sse.h"
+#include "translate/openai_chat.h"
 
 #define PENDING_HIGH_WATER (256 * 1024)
 #define MAX_RESPONSE_BYTES (64u << 20)
@@ -319,44 +320,7 @@ on_dispose(void *p)
     dp_snapshot_unref(c->snapshot);
 }
 
-/* ---- request parsing and rewriting ---- */
-
-typedef struct edit {
-    const char *at;
-    size_t remove;
-    const char *insert;
-    size_t insert_len;
-} edit_t;
-
-static void
-add_edit(edit_t *edits, size_t *n, const char *at, size_t remove, const char *insert, size_t insert_len)
-{
-    size_t i = (*n)++;
-    while (i > 0 && edits[i - 1].at > at) {
-        edits[i] = edits[i - 1];
-        i--;
-    }
-    edits[i] = (edit_t){at, remove, insert, insert_len};
-}
-
-static h2o_iovec_t
-apply_edits(h2o_mem_pool_t *pool, h2o_iovec_t body, const edit_t *edits, size_t n)
-{
-    size_t len = body.len;
-    for (size_t i = 0; i < n; i++)
-        len += edits[i].insert_len - edits[i].remove;
-    char *out = h2o_mem_alloc_pool(pool, len + 1), *w = out;
-    const char *r = body.base;
-    for (size_t i = 0; i < n; i++) {
-        memcpy(w, r, edits[i].at - r);
-        w += edits[i].at - r;
-        memcpy(w, edits[i].insert, edits[i].insert_len);
-        w += edits[i].insert_len;
-        r = edits[i].at + edits[i].remove;
-    }
-    memcpy(w, r, body.base + body.len - r);
-    return h2o_iovec_init(out, len);
-}
+/* ---- request ---- */
 
 static const dp_provider_key_t *
 pick_key(dp_worker_t *w, const dp_provider_t *p)
@@ -392,27 +356,14 @@ dp_chat_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id)
                       dp_config.max_body_bytes);
         return 0;
     }
-    tg_json_span_t top, k, v, model = {0}, stream_options = {0}, messages = {0};
-    tg_json_iter_t it;
-    int stream = 0, rv = -1;
-    if (body.base != NULL && tg_json_parse(body.base, body.len, &top) == 0 && top.type == TG_JSON_OBJECT) {
-        tg_json_iter_init(&it, top);
-        while ((rv = tg_json_object_next(&it, &k, &v)) == 1) {
-            if (tg_json_string_eq(k, "model"))
-                model = v;
-            else if (tg_json_string_eq(k, "stream"))
-                stream = v.type == TG_JSON_TRUE;
-            else if (tg_json_string_eq(k, "stream_options"))
-                stream_options = v;
-            else if (tg_json_string_eq(k, "messages"))
-                messages = v;
-        }
-    }
-    if (rv != 0) {
+    dp_openai_chat_t parsed;
+    if (dp_openai_chat_parse(body.base, body.len, &parsed) != 0) {
         dp_send_error(req, 400, "invalid_request_error", "invalid_json", NULL,
                       "We could not parse the JSON body of your request: it must be a JSON object.");
         return 0;
     }
+    tg_json_span_t model = parsed.model, messages = parsed.messages;
+    int stream = parsed.stream;
     if (model.type != TG_JSON_STRING || model.len <= 2) {
         dp_send_error(req, 400, "invalid_request_error", "missing_required_parameter", "model",
                       "You must provide a model parameter.");
@@ -450,32 +401,14 @@ dp_chat_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id)
     const dp_provider_key_t *pkey = pick_key(w, target->provider);
 
     /* rewrite: model to the upstream name; for streams, ask for the usage chunk */
-    edit_t edits[3];
-    size_t n_edits = 0;
-    int client_wants_usage = 0;
-    if (model.len != target->upstream_model_json_len ||
-        memcmp(model.p, target->upstream_model_json, model.len) != 0)
-        add_edit(edits, &n_edits, model.p, model.len, target->upstream_model_json, target->upstream_model_json_len);
-    if (stream) {
-        tg_json_span_t inc;
-        if (stream_options.type == TG_JSON_OBJECT) {
-            rv = tg_json_object_get(stream_options, "include_usage", &inc);
-            if (rv == 1) {
-                client_wants_usage = inc.type == TG_JSON_TRUE;
-                if (!client_wants_usage)
-                    add_edit(edits, &n_edits, inc.p, inc.len, H2O_STRLIT("true"));
-            } else if (tg_json_is_empty(stream_options)) {
-                add_edit(edits, &n_edits, stream_options.p, stream_options.len, H2O_STRLIT("{\"include_usage\":true}"));
-            } else {
-                add_edit(edits, &n_edits, stream_options.p + 1, 0, H2O_STRLIT("\"include_usage\":true,"));
-            }
-        } else if (stream_options.p != NULL) {
-            add_edit(edits, &n_edits, stream_options.p, stream_options.len, H2O_STRLIT("{\"include_usage\":true}"));
-        } else {
-            add_edit(edits, &n_edits, top.p + top.len - 1, 0, H2O_STRLIT(",\"stream_options\":{\"include_usage\":true}"));
-        }
+    dp_body_plan_t plan;
+    dp_openai_chat_plan(&parsed, target->upstream_model_json, target->upstream_model_json_len, &plan);
+    h2o_iovec_t upstream_body = body;
+    if (plan.n > 0) {
+        upstream_body.len = body.len + plan.delta;
+        upstream_body.base = h2o_mem_alloc_pool(&req->pool, upstream_body.len + 1);
+        dp_body_plan_apply(&plan, body.base, body.len, upstream_body.base);
     }
-    h2o_iovec_t upstream_body = n_edits ? apply_edits(&req->pool, body, edits, n_edits) : body;
 
     chat_t *c = h2o_mem_alloc_shared(&req->pool, sizeof(*c), on_dispose);
     memset(c, 0, sizeof(*c));
@@ -491,7 +424,7 @@ dp_chat_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id)
     c->model = name;
     c->model_len = name_len;
     c->stream = stream;
-    c->client_wants_usage = client_wants_usage;
+    c->client_wants_usage = plan.client_wants_usage;
     c->started_ns = tg_mono_ns();
     c->started_unix_ms = tg_now_unix_ms();
     c->call.cb = &upstream_callbacks;
