@@ -7,6 +7,8 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <openssl/core_names.h>
+#include <openssl/params.h>
 #include <openssl/sha.h>
 #include "tollgate/crypto.h"
 
@@ -21,6 +23,23 @@ tg_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len, uin
 {
     unsigned int maclen = TG_SHA256_LEN;
     HMAC(EVP_sha256(), key, (int)keylen, data, len, ret_mac, &maclen);
+}
+
+void
+tg_hmac_sha256_2(const void *key, size_t keylen, const void *a, size_t alen, const void *b, size_t blen,
+                 uint8_t ret_mac[TG_SHA256_LEN])
+{
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(mac);
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0), OSSL_PARAM_construct_end()};
+    size_t outlen = 0;
+    EVP_MAC_init(ctx, key, keylen, params);
+    EVP_MAC_update(ctx, a, alen);
+    if (blen > 0)
+        EVP_MAC_update(ctx, b, blen);
+    EVP_MAC_final(ctx, ret_mac, &outlen, TG_SHA256_LEN);
+    EVP_MAC_CTX_free(ctx);
+    EVP_MAC_free(mac);
 }
 
 void

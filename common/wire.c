@@ -23,15 +23,31 @@ tg_wire_key_init(tg_wire_key_t *key, const char *cluster_secret)
 static void
 compute_mac(const tg_wire_key_t *key, uint32_t type, const uint8_t *payload, size_t len, uint8_t *ret_mac)
 {
-    uint8_t *buf = malloc(len + 4);
-    buf[0] = type >> 24;
-    buf[1] = type >> 16;
-    buf[2] = type >> 8;
-    buf[3] = type;
-    if (len > 0)
-        memcpy(buf + 4, payload, len);
-    tg_hmac_sha256(key->mac_key, sizeof(key->mac_key), buf, len + 4, ret_mac);
-    free(buf);
+    uint8_t prefix[4] = {type >> 24, type >> 16, type >> 8, type};
+    tg_hmac_sha256_2(key->mac_key, sizeof(key->mac_key), prefix, sizeof(prefix), payload, len, ret_mac);
+}
+
+int
+tg_wire_pack_bytes(const tg_wire_key_t *key, uint32_t type, const uint8_t *payload, size_t len, nng_msg **ret_msg)
+{
+    uint8_t mac[TG_SHA256_LEN];
+    compute_mac(key, type, payload, len, mac);
+
+    Tollgate__Envelope env = TOLLGATE__ENVELOPE__INIT;
+    env.schema_version = TG_WIRE_SCHEMA_VERSION;
+    env.type = type;
+    env.payload.data = (uint8_t *)payload;
+    env.payload.len = len;
+    env.mac.data = mac;
+    env.mac.len = sizeof(mac);
+
+    nng_msg *msg;
+    int rv = nng_msg_alloc(&msg, tollgate__envelope__get_packed_size(&env));
+    if (rv != 0)
+        return rv;
+    tollgate__envelope__pack(&env, nng_msg_body(msg));
+    *ret_msg = msg;
+    return 0;
 }
 
 int
@@ -42,25 +58,7 @@ tg_wire_pack(const tg_wire_key_t *key, uint32_t type, const ProtobufCMessage *m,
     if (payload == NULL)
         return NNG_ENOMEM;
     protobuf_c_message_pack(m, payload);
-
-    uint8_t mac[TG_SHA256_LEN];
-    compute_mac(key, type, payload, plen, mac);
-
-    Tollgate__Envelope env = TOLLGATE__ENVELOPE__INIT;
-    env.schema_version = TG_WIRE_SCHEMA_VERSION;
-    env.type = type;
-    env.payload.data = payload;
-    env.payload.len = plen;
-    env.mac.data = mac;
-    env.mac.len = sizeof(mac);
-
-    size_t elen = tollgate__envelope__get_packed_size(&env);
-    nng_msg *msg;
-    int rv = nng_msg_alloc(&msg, elen);
-    if (rv == 0) {
-        tollgate__envelope__pack(&env, nng_msg_body(msg));
-        *ret_msg = msg;
-    }
+    int rv = tg_wire_pack_bytes(key, type, payload, plen, ret_msg);
     free(payload);
     return rv;
 }

@@ -18,6 +18,9 @@
 
 void tg_sha256(const void *data, size_t len, uint8_t ret_digest[TG_SHA256_LEN]);
 void tg_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len, uint8_t ret_mac[TG_SHA256_LEN]);
+/* HMAC over the concatenation of two buffers, without copying them together. */
+void tg_hmac_sha256_2(const void *key, size_t keylen, const void *a, size_t alen, const void *b, size_t blen,
+                      uint8_t ret_mac[TG_SHA256_LEN]);
 /* Derives a 32-byte key for one purpose from a secret: HMAC-SHA256(secret, label). */
 void tg_derive_key(const void *secret, size_t secretlen, const char *label, uint8_t ret_key[TG_AEAD_KEY_LEN]);
 

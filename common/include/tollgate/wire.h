@@ -37,6 +37,9 @@ int tg_wire_key_init(tg_wire_key_t *key, const char *cluster_secret);
 /* Packs `m` as the payload of a signed envelope into a new nng_msg. 0 or an NNG error. */
 int tg_wire_pack(const tg_wire_key_t *key, uint32_t type, const ProtobufCMessage *m, nng_msg **ret_msg);
 
+/* The same for a payload that is already serialized (e.g. a UsageBatch assembled from packed records). */
+int tg_wire_pack_bytes(const tg_wire_key_t *key, uint32_t type, const uint8_t *payload, size_t len, nng_msg **ret_msg);
+
 /* Verifies and unwraps an envelope. 0, or -1 when it is malformed, of another schema or badly signed. */
 int tg_wire_unpack(const tg_wire_key_t *key, const void *buf, size_t len, tg_wire_msg_t *ret);
 void tg_wire_msg_dispose(tg_wire_msg_t *msg);
