@@ -1,0 +1,512 @@
+/*
+ * Snapshot building and publishing (see snapshot.h).
+ *
+ * Build: one REPEATABLE READ transaction, so the snapshot is a consistent cut of the config tables.
+ * Rows are read in a fixed order (by id; route targets and provider keys by ordinal) and children are
+ * attached to parents by walking both lists in the same order. Prices become integer micro-USD per
+ * million tokens in SQL (numeric arithmetic, exact up to the rounding to a whole micro-USD).
+ *
+ * Publishing: notifications arm a 20 ms timer so that a burst of changes costs one rebuild; a failed
+ * build is retried every second; a heartbeat with the current version goes out every second.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <jansson.h>
+#include "channel.h"
+#include "snapshot.h"
+#include "tollgate/env.h"
+#include "tollgate/log.h"
+
+#define REBUILD_DELAY_MS   20
+#define REBUILD_RETRY_MS   1000
+#define HEARTBEAT_EVERY_MS 1000
+#define MAX_SECRET_BYTES   8192
+
+/* ---------------------------------------------------------------------------------------------------
+ * A bump allocator: a snapshot is many small strings and structs freed all at once.
+ */
+struct chunk {
+    struct chunk *next;
+    size_t used, cap;
+    max_align_t data[];
+};
+
+struct cp_arena {
+    struct chunk *head;
+};
+
+static void *
+arena_alloc(struct cp_arena *a, size_t size)
+{
+    size = (size + 15) & ~(size_t)15;
+    if (a->head == NULL || a->head->used + size > a->head->cap) {
+        size_t cap = size > 65536 ? size : 65536;
+        struct chunk *c = malloc(sizeof(*c) + cap);
+        if (c == NULL)
+            return NULL;
+        c->next = a->head;
+        c->used = 0;
+        c->cap = cap;
+        a->head = c;
+    }
+    void *p = (char *)a->head->data + a->head->used;
+    a->head->used += size;
+    return p;
+}
+
+static void *
+arena_calloc(struct cp_arena *a, size_t n, size_t size)
+{
+    if (n == 0)
+        return NULL;
+    void *p = arena_alloc(a, n * size);
+    if (p != NULL)
+        memset(p, 0, n * size);
+    return p;
+}
+
+static char *
+arena_strdup(struct cp_arena *a, const char *s)
+{
+    size_t len = strlen(s);
+    char *p = arena_alloc(a, len + 1);
+    if (p != NULL)
+        memcpy(p, s, len + 1);
+    return p;
+}
+
+static void
+arena_free(struct cp_arena *a)
+{
+    if (a == NULL)
+        return;
+    struct chunk *c = a->head;
+    while (c != NULL) {
+        struct chunk *next = c->next;
+        free(c);
+        c = next;
+    }
+    free(a);
+}
+
+void
+cp_snapshot_free(cp_snapshot_t *snap)
+{
+    if (snap == NULL)
+        return;
+    arena_free(snap->arena);
+    free(snap);
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Reading the tables.
+ */
+#define SQL_TENANTS "SELECT id::text, name FROM tenants ORDER BY id"
+#define SQL_KEYS                                                                                              \
+    "SELECT id::text, tenant_id::text, encode(key_hash, 'hex'), name, array_to_json(allowed_models)::text,"   \
+    " coalesce((extract(epoch FROM expires_at) * 1000)::bigint, 0)"                                           \
+    " FROM virtual_keys WHERE status = 'active' AND (expires_at IS NULL OR expires_at > now()) ORDER BY id"
+#define SQL_PROVIDERS                                                                                         \
+    "SELECT p.id::text, p.name, p.kind, p.base_url,"                                                          \
+    " (SELECT count(*) FROM provider_keys k WHERE k.provider_id = p.id)"                                      \
+    " FROM providers p ORDER BY p.id"
+#define SQL_PROVIDER_KEYS                                                                                     \
+    "SELECT id::text, provider_id::text, encode(sealed_secret, 'hex'), weight"                                \
+    " FROM provider_keys ORDER BY provider_id, ordinal"
+#define SQL_ROUTES                                                                                            \
+    "SELECT r.id::text, r.name, (SELECT count(*) FROM route_targets t WHERE t.route_id = r.id)"                \
+    " FROM routes r ORDER BY r.id"
+#define SQL_TARGETS                                                                                           \
+    "SELECT route_id::text, provider_id::text, upstream_model, weight FROM route_targets"                     \
+    " ORDER BY route_id, ordinal"
+#define SQL_PRICES                                                                                            \
+    "SELECT coalesce(provider_id::text, ''), model,"                                                          \
+    " round(input_usd_per_mtok * 1000000)::bigint, round(output_usd_per_mtok * 1000000)::bigint,"             \
+    " coalesce(round(cached_input_usd_per_mtok * 1000000)::bigint, 0)"                                        \
+    " FROM prices ORDER BY model, provider_id NULLS FIRST"
+
+static PGresult *
+select_rows(cp_t *cp, const char *sql)
+{
+    PGresult *res;
+    if (cp_db_query(&cp->db, &res, sql, 0, NULL, NULL, NULL) != 0) {
+        tg_error("cp.snapshot.query_failed", "error=\"%s\"", cp_db_errmsg(&cp->db, res));
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}
+
+#define V(res, r, c) PQgetvalue(res, r, c)
+
+static int
+load_tenants(cp_t *cp, cp_snapshot_t *s)
+{
+    PGresult *res = select_rows(cp, SQL_TENANTS);
+    if (res == NULL)
+        return -1;
+    size_t n = PQntuples(res);
+    Tollgate__Tenant *items = arena_calloc(s->arena, n, sizeof(*items));
+    Tollgate__Tenant **ptrs = arena_calloc(s->arena, n, sizeof(*ptrs));
+    if (n > 0 && (items == NULL || ptrs == NULL))
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        tollgate__tenant__init(&items[i]);
+        items[i].id = arena_strdup(s->arena, V(res, i, 0));
+        items[i].name = arena_strdup(s->arena, V(res, i, 1));
+        if (items[i].id == NULL || items[i].name == NULL)
+            goto fail;
+        ptrs[i] = &items[i];
+    }
+    s->msg.n_tenants = n;
+    s->msg.tenants = ptrs;
+    PQclear(res);
+    return 0;
+fail:
+    PQclear(res);
+    return -1;
+}
+
+static int
+parse_models(cp_snapshot_t *s, const char *text, Tollgate__VirtualKey *k)
+{
+    json_t *arr = json_loads(text, 0, NULL);
+    if (!json_is_array(arr)) {
+        json_decref(arr);
+        return -1;
+    }
+    size_t n = json_array_size(arr);
+    k->allowed_models = arena_calloc(s->arena, n, sizeof(char *));
+    if (n > 0 && k->allowed_models == NULL)
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        const char *m = json_string_value(json_array_get(arr, i));
+        if (m == NULL || (k->allowed_models[i] = arena_strdup(s->arena, m)) == NULL)
+            goto fail;
+    }
+    k->n_allowed_models = n;
+    json_decref(arr);
+    return 0;
+fail:
+    json_decref(arr);
+    return -1;
+}
+
+static int
+load_keys(cp_t *cp, cp_snapshot_t *s)
+{
+    PGresult *res = select_rows(cp, SQL_KEYS);
+    if (res == NULL)
+        return -1;
+    size_t n = PQntuples(res);
+    Tollgate__VirtualKey *items = arena_calloc(s->arena, n, sizeof(*items));
+    Tollgate__VirtualKey **ptrs = arena_calloc(s->arena, n, sizeof(*ptrs));
+    if (n > 0 && (items == NULL || ptrs == NULL))
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        Tollgate__VirtualKey *k = &items[i];
+        tollgate__virtual_key__init(k);
+        k->id = arena_strdup(s->arena, V(res, i, 0));
+        k->tenant_id = arena_strdup(s->arena, V(res, i, 1));
+        k->name = arena_strdup(s->arena, V(res, i, 3));
+        k->key_hash.data = arena_alloc(s->arena, TG_SHA256_LEN);
+        k->key_hash.len = TG_SHA256_LEN;
+        if (k->id == NULL || k->tenant_id == NULL || k->name == NULL || k->key_hash.data == NULL)
+            goto fail;
+        if (tg_hex_decode(V(res, i, 2), PQgetlength(res, i, 2), k->key_hash.data, TG_SHA256_LEN) != 0)
+            goto fail;
+        if (parse_models(s, V(res, i, 4), k) != 0)
+            goto fail;
+        k->expires_at_unix_ms = strtoll(V(res, i, 5), NULL, 10);
+        ptrs[i] = k;
+    }
+    s->msg.n_keys = n;
+    s->msg.keys = ptrs;
+    PQclear(res);
+    return 0;
+fail:
+    tg_error("cp.snapshot.bad_row", "table=virtual_keys");
+    PQclear(res);
+    return -1;
+}
+
+/*
+ * Opens a provider secret sealed at rest (master key) and re-seals it for the channel. aad is the
+ * provider key id in both cases.
+ */
+static int
+reseal(cp_t *cp, cp_snapshot_t *s, const char *id, const char *hex, size_t hexlen, ProtobufCBinaryData *ret)
+{
+    size_t sealed_len = hexlen / 2;
+    if (hexlen % 2 != 0 || sealed_len < TG_AEAD_OVERHEAD || sealed_len > MAX_SECRET_BYTES + TG_AEAD_OVERHEAD)
+        return -1;
+    uint8_t sealed[MAX_SECRET_BYTES + TG_AEAD_OVERHEAD], plain[MAX_SECRET_BYTES];
+    if (tg_hex_decode(hex, hexlen, sealed, sealed_len) != 0)
+        return -1;
+    int plen = tg_aead_open(cp->cfg.master_key, id, strlen(id), sealed, sealed_len, plain);
+    if (plen < 0)
+        return -1;
+    ret->len = (size_t)plen + TG_AEAD_OVERHEAD;
+    ret->data = arena_alloc(s->arena, ret->len);
+    int rv = -1;
+    if (ret->data != NULL && tg_aead_seal(cp->wire_key.seal_key, id, strlen(id), plain, plen, ret->data) == 0)
+        rv = 0;
+    explicit_bzero(plain, sizeof(plain));
+    return rv;
+}
+
+static int
+load_providers(cp_t *cp, cp_snapshot_t *s)
+{
+    PGresult *pres = select_rows(cp, SQL_PROVIDERS);
+    if (pres == NULL)
+        return -1;
+    PGresult *kres = select_rows(cp, SQL_PROVIDER_KEYS);
+    if (kres == NULL) {
+        PQclear(pres);
+        return -1;
+    }
+    size_t n = PQntuples(pres), nk = PQntuples(kres);
+    Tollgate__ProviderAccount *items = arena_calloc(s->arena, n, sizeof(*items));
+    Tollgate__ProviderAccount **ptrs = arena_calloc(s->arena, n, sizeof(*ptrs));
+    if (n > 0 && (items == NULL || ptrs == NULL))
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        Tollgate__ProviderAccount *p = &items[i];
+        tollgate__provider_account__init(p);
+        p->id = arena_strdup(s->arena, V(pres, i, 0));
+        p->name = arena_strdup(s->arena, V(pres, i, 1));
+        p->kind = arena_strdup(s->arena, V(pres, i, 2));
+        p->base_url = arena_strdup(s->arena, V(pres, i, 3));
+        size_t cap = strtoull(V(pres, i, 4), NULL, 10);
+        p->keys = arena_calloc(s->arena, cap, sizeof(*p->keys));
+        if (p->id == NULL || p->name == NULL || p->kind == NULL || p->base_url == NULL || (cap > 0 && !p->keys))
+            goto fail;
+        ptrs[i] = p;
+    }
+    /* Both lists are ordered by provider id: walk them together. */
+    size_t pi = 0;
+    for (size_t r = 0; r < nk; r++) {
+        const char *pid = V(kres, r, 1), *id = V(kres, r, 0);
+        while (pi < n && strcmp(items[pi].id, pid) != 0)
+            pi++;
+        if (pi == n)
+            break; /* a key added between the two reads of a broken snapshot; cannot happen in RR */
+        Tollgate__ProviderKey *k = arena_calloc(s->arena, 1, sizeof(*k));
+        if (k == NULL)
+            goto fail;
+        tollgate__provider_key__init(k);
+        k->id = arena_strdup(s->arena, id);
+        k->weight = (uint32_t)strtoul(V(kres, r, 3), NULL, 10);
+        if (k->id == NULL)
+            goto fail;
+        if (reseal(cp, s, id, V(kres, r, 2), PQgetlength(kres, r, 2), &k->sealed_secret) != 0) {
+            tg_error("cp.snapshot.secret_unreadable",
+                     "provider_id=%s key_id=%s hint=\"wrong TOLLGATE_MASTER_KEY? the key is left out\"", pid, id);
+            continue;
+        }
+        items[pi].keys[items[pi].n_keys++] = k;
+    }
+    s->msg.n_providers = n;
+    s->msg.providers = ptrs;
+    PQclear(pres);
+    PQclear(kres);
+    return 0;
+fail:
+    PQclear(pres);
+    PQclear(kres);
+    return -1;
+}
+
+static int
+load_routes(cp_t *cp, cp_snapshot_t *s)
+{
+    PGresult *rres = select_rows(cp, SQL_ROUTES);
+    if (rres == NULL)
+        return -1;
+    PGresult *tres = select_rows(cp, SQL_TARGETS);
+    if (tres == NULL) {
+        PQclear(rres);
+        return -1;
+    }
+    size_t n = PQntuples(rres), nt = PQntuples(tres);
+    Tollgate__Route *items = arena_calloc(s->arena, n, sizeof(*items));
+    Tollgate__Route **ptrs = arena_calloc(s->arena, n, sizeof(*ptrs));
+    if (n > 0 && (items == NULL || ptrs == NULL))
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        Tollgate__Route *r = &items[i];
+        tollgate__route__init(r);
+        r->id = arena_strdup(s->arena, V(rres, i, 0));
+        r->name = arena_strdup(s->arena, V(rres, i, 1));
+        size_t cap = strtoull(V(rres, i, 2), NULL, 10);
+        r->targets = arena_calloc(s->arena, cap, sizeof(*r->targets));
+        if (r->id == NULL || r->name == NULL || (cap > 0 && r->targets == NULL))
+            goto fail;
+        ptrs[i] = r;
+    }
+    size_t ri = 0;
+    for (size_t t = 0; t < nt; t++) {
+        while (ri < n && strcmp(items[ri].id, V(tres, t, 0)) != 0)
+            ri++;
+        if (ri == n)
+            break;
+        Tollgate__RouteTarget *tg = arena_calloc(s->arena, 1, sizeof(*tg));
+        if (tg == NULL)
+            goto fail;
+        tollgate__route_target__init(tg);
+        tg->provider_id = arena_strdup(s->arena, V(tres, t, 1));
+        tg->upstream_model = arena_strdup(s->arena, V(tres, t, 2));
+        tg->weight = (uint32_t)strtoul(V(tres, t, 3), NULL, 10);
+        if (tg->provider_id == NULL || tg->upstream_model == NULL)
+            goto fail;
+        items[ri].targets[items[ri].n_targets++] = tg;
+    }
+    s->msg.n_routes = n;
+    s->msg.routes = ptrs;
+    PQclear(rres);
+    PQclear(tres);
+    return 0;
+fail:
+    PQclear(rres);
+    PQclear(tres);
+    return -1;
+}
+
+static int
+load_prices(cp_t *cp, cp_snapshot_t *s)
+{
+    PGresult *res = select_rows(cp, SQL_PRICES);
+    if (res == NULL)
+        return -1;
+    size_t n = PQntuples(res);
+    Tollgate__Price *items = arena_calloc(s->arena, n, sizeof(*items));
+    Tollgate__Price **ptrs = arena_calloc(s->arena, n, sizeof(*ptrs));
+    if (n > 0 && (items == NULL || ptrs == NULL))
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        Tollgate__Price *p = &items[i];
+        tollgate__price__init(p);
+        p->provider_id = arena_strdup(s->arena, V(res, i, 0));
+        p->model = arena_strdup(s->arena, V(res, i, 1));
+        if (p->provider_id == NULL || p->model == NULL)
+            goto fail;
+        p->input_micro_usd_per_mtok = strtoll(V(res, i, 2), NULL, 10);
+        p->output_micro_usd_per_mtok = strtoll(V(res, i, 3), NULL, 10);
+        p->cached_input_micro_usd_per_mtok = strtoll(V(res, i, 4), NULL, 10);
+        ptrs[i] = p;
+    }
+    s->msg.n_prices = n;
+    s->msg.prices = ptrs;
+    PQclear(res);
+    return 0;
+fail:
+    PQclear(res);
+    return -1;
+}
+
+int
+cp_snapshot_build(cp_t *cp, cp_snapshot_t **ret)
+{
+    cp_snapshot_t *s = calloc(1, sizeof(*s));
+    if (s == NULL || (s->arena = calloc(1, sizeof(*s->arena))) == NULL) {
+        free(s);
+        return -1;
+    }
+    tollgate__snapshot__init(&s->msg);
+    if (cp_db_exec(&cp->db, "BEGIN ISOLATION LEVEL REPEATABLE READ", 0, NULL) != 0)
+        goto fail;
+    PGresult *res = select_rows(cp, "SELECT nextval('snapshot_version')");
+    if (res == NULL)
+        goto rollback;
+    s->version = strtoull(V(res, 0, 0), NULL, 10);
+    PQclear(res);
+    if (load_tenants(cp, s) != 0 || load_keys(cp, s) != 0 || load_providers(cp, s) != 0 ||
+        load_routes(cp, s) != 0 || load_prices(cp, s) != 0)
+        goto rollback;
+    if (cp_db_exec(&cp->db, "COMMIT", 0, NULL) != 0)
+        goto fail;
+    s->created_unix_ms = tg_now_unix_ms();
+    s->msg.schema_version = TG_WIRE_SCHEMA_VERSION;
+    s->msg.version = s->version;
+    s->msg.created_unix_ms = s->created_unix_ms;
+    *ret = s;
+    return 0;
+rollback:
+    if (cp_db_conn(&cp->db) != NULL)
+        cp_db_exec(&cp->db, "ROLLBACK", 0, NULL);
+fail:
+    cp_snapshot_free(s);
+    return -1;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Rebuild scheduling and heartbeats.
+ */
+static void
+on_rebuild(uv_timer_t *t)
+{
+    cp_t *cp = t->data;
+    if (!cp->snapshot_dirty || cp->stopping)
+        return;
+    if (cp_db_conn(&cp->db) == NULL)
+        return; /* the reconnect schedules a rebuild */
+    cp->snapshot_dirty = 0;
+    uint64_t t0 = tg_mono_ns();
+    cp_snapshot_t *s;
+    if (cp_snapshot_build(cp, &s) != 0) {
+        tg_warn("cp.snapshot.build_failed", "retry_ms=%d", REBUILD_RETRY_MS);
+        cp->snapshot_dirty = 1;
+        uv_timer_start(&cp->rebuild_timer, on_rebuild, REBUILD_RETRY_MS, 0);
+        return;
+    }
+    cp_snapshot_free(cp->snap);
+    cp->snap = s;
+    int rv = cp_channel_publish(cp, TOLLGATE__MSG_TYPE__MSG_SNAPSHOT, &s->msg.base);
+    if (rv != 0)
+        tg_warn("cp.snapshot.publish_failed", "version=%llu error=\"%s\"", (unsigned long long)s->version,
+                nng_strerror(rv));
+    tg_info("cp.snapshot.published",
+            "version=%llu tenants=%zu keys=%zu providers=%zu routes=%zu prices=%zu bytes=%zu build_ms=%.1f",
+            (unsigned long long)s->version, s->msg.n_tenants, s->msg.n_keys, s->msg.n_providers, s->msg.n_routes,
+            s->msg.n_prices, tollgate__snapshot__get_packed_size(&s->msg), (tg_mono_ns() - t0) / 1e6);
+}
+
+void
+cp_snapshot_schedule(cp_t *cp)
+{
+    cp->snapshot_dirty = 1;
+    if (!cp->stopping && !uv_is_active((uv_handle_t *)&cp->rebuild_timer))
+        uv_timer_start(&cp->rebuild_timer, on_rebuild, REBUILD_DELAY_MS, 0);
+}
+
+static void
+on_heartbeat(uv_timer_t *t)
+{
+    cp_t *cp = t->data;
+    if (cp->snap == NULL)
+        return;
+    Tollgate__Heartbeat hb = TOLLGATE__HEARTBEAT__INIT;
+    hb.version = cp->snap->version;
+    hb.unix_ms = tg_now_unix_ms();
+    cp_channel_publish(cp, TOLLGATE__MSG_TYPE__MSG_HEARTBEAT, &hb.base);
+}
+
+int
+cp_snapshot_timers_init(cp_t *cp)
+{
+    uv_timer_init(cp->loop, &cp->rebuild_timer);
+    uv_timer_init(cp->loop, &cp->heartbeat_timer);
+    cp->rebuild_timer.data = cp;
+    cp->heartbeat_timer.data = cp;
+    return uv_timer_start(&cp->heartbeat_timer, on_heartbeat, HEARTBEAT_EVERY_MS, HEARTBEAT_EVERY_MS);
+}
+
+void
+cp_snapshot_timers_close(cp_t *cp)
+{
+    uv_timer_stop(&cp->rebuild_timer);
+    uv_timer_stop(&cp->heartbeat_timer);
+    uv_close((uv_handle_t *)&cp->rebuild_timer, NULL);
+    uv_close((uv_handle_t *)&cp->heartbeat_timer, NULL);
+}
