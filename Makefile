@@ -1,7 +1,21 @@
 # Tollgate: the two commands a developer needs (`make up`, `make test`) and their parts.
+#
+#   make up / make down   the local cluster (deploy/local/)
+#   make test             unit tests in a normal and a sanitizer build, then the end-to-end suite
+#                         against the sanitizer build (AddressSanitizer + UBSan), so memory errors
+#                         under real traffic fail the run
+#   make fuzz             libFuzzer runs of every fuzz target (clang), FUZZ_SECONDS each
 BUILD ?= build
+SAN_BUILD ?= build-san
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build up down test unit e2e clean
+# Sanitizer reports are fatal; leak checking is left to the unit tests, whose programs free everything
+# (the servers exit without tearing down library-internal state, which LeakSanitizer would report).
+export ASAN_OPTIONS ?= abort_on_error=1:detect_leaks=0
+export UBSAN_OPTIONS ?= halt_on_error=1:print_stacktrace=1
+
+.PHONY: all deps build build-san up down test unit e2e fuzz clean
 
 all: build
 
@@ -12,6 +26,11 @@ build: deps
 	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) >/dev/null
 	@ninja -C $(BUILD)
 
+build-san: deps
+	@[ -f $(SAN_BUILD)/build.ninja ] || meson setup $(SAN_BUILD) -Dbuildtype=debug \
+		-Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+	@ninja -C $(SAN_BUILD)
+
 # Starts PostgreSQL, the control plane, a dataplane and the mock provider in the background.
 up: build
 	@bash deploy/local/up.sh $(BUILD)
@@ -19,14 +38,18 @@ up: build
 down:
 	@bash deploy/local/down.sh
 
-unit: build
+unit: build build-san
 	meson test -C $(BUILD) --print-errorlogs
+	ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 meson test -C $(SAN_BUILD) --print-errorlogs
 
-e2e: build
-	bash tests/e2e/run.sh $(BUILD)
+e2e: build-san
+	bash tests/e2e/run.sh $(SAN_BUILD)
 
 # Every unit and end-to-end test. CI runs exactly this (.ci/run).
 test: unit e2e
 
+fuzz: deps
+	@bash common/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
 clean:
-	rm -rf $(BUILD) var
+	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD)
