@@ -311,6 +311,16 @@ dp_snapshot_publish(dp_snapshot_t *s)
     dp_snapshot_unref(old);
 }
 
+void
+dp_snapshot_unpublish(void)
+{
+    pthread_mutex_lock(&current_lock);
+    dp_snapshot_t *old = current;
+    current = NULL;
+    pthread_mutex_unlock(&current_lock);
+    dp_snapshot_unref(old);
+}
+
 dp_snapshot_t *
 dp_snapshot_acquire(void)
 {

@@ -94,6 +94,8 @@ int dp_vkey_allows(const dp_vkey_t *k, const char *model, size_t len);
 
 /* The process-wide current snapshot. publish() takes over the caller's reference. */
 void dp_snapshot_publish(dp_snapshot_t *s);
+/* Drops the process-wide reference (at exit). */
+void dp_snapshot_unpublish(void);
 /* A new reference to the current snapshot, or NULL before the first one. */
 dp_snapshot_t *dp_snapshot_acquire(void);
 /* Cheap check for workers: changes whenever a new snapshot is published (0 = none yet). */

@@ -61,18 +61,19 @@ load_config(void)
                         "same as the control plane's\n");
         return -1;
     }
+    /* Usage batches are numbered per process from 1, and the control plane stores a (instance, sequence)
+     * pair once: the id must never repeat across restarts, or a restarted process's batches would be
+     * taken for resends and dropped. A configured id (a pod name, say) gets a random suffix for that. */
+    char host[64] = "dataplane", rnd[9];
+    uint8_t r[4];
     const char *id = tg_env_str("TOLLGATE_INSTANCE_ID", NULL);
-    if (id != NULL) {
-        snprintf(dp_config.instance_id, sizeof(dp_config.instance_id), "%s", id);
-    } else {
-        /* unique per process lifetime: usage sequences restart at 1 in a new process */
-        char host[64] = "dataplane", rnd[9];
-        uint8_t r[4];
+    if (id == NULL) {
         gethostname(host, sizeof(host) - 1);
-        tg_random_bytes(r, sizeof(r));
-        tg_hex_encode(r, sizeof(r), rnd);
-        snprintf(dp_config.instance_id, sizeof(dp_config.instance_id), "%s-%d-%s", host, (int)getpid(), rnd);
+        id = host;
     }
+    tg_random_bytes(r, sizeof(r));
+    tg_hex_encode(r, sizeof(r), rnd);
+    snprintf(dp_config.instance_id, sizeof(dp_config.instance_id), "%.100s-%d-%s", id, (int)getpid(), rnd);
     return 0;
 bad_int:
     fprintf(stderr, "tollgate-dataplane: an integer setting is out of range (see docs/configuration.md)\n");
@@ -121,7 +122,9 @@ main(int argc, char **argv)
 
     if (dp_usage_shipper_start() != 0 || dp_sync_start() != 0)
         return 1;
-    dp_worker_t *workers = calloc(dp_config.workers, sizeof(*workers));
+    /* static: the workers' h2o contexts outlive their threads (see worker.c, teardown) */
+    static dp_worker_t *workers;
+    workers = calloc(dp_config.workers, sizeof(*workers));
     for (int i = 0; i < dp_config.workers; i++)
         if (dp_worker_start(&workers[i], i, &conf) != 0)
             return 1;
@@ -149,6 +152,7 @@ main(int argc, char **argv)
     dp_sync_stop();
     dp_usage_shipper_stop(10000);
     tg_info("dp.stopped", "usage_unsent=%zu", dp_usage_shipper_pending());
+    dp_snapshot_unpublish();
     curl_global_cleanup();
     return 0;
 }

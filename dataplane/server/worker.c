@@ -102,12 +102,31 @@ on_wakeup(uv_async_t *a)
     }
 }
 
+/* Releases what the worker owns once its loop has stopped. The h2o context stays: connections may
+ * still be closing after the drain, and h2o 2.2 asserts when a context is disposed under them; its
+ * memory stays reachable from the worker until the process exits. */
+static void
+teardown(dp_worker_t *w)
+{
+    dp_usage_flush(&w->usage);
+    dp_usage_buffer_dispose(&w->usage);
+    uv_close((uv_handle_t *)&w->wakeup, NULL);
+    uv_timer_stop(&w->usage_timer);
+    uv_close((uv_handle_t *)&w->usage_timer, NULL);
+    dp_upstream_free(w->upstream);
+    w->upstream = NULL;
+    for (int i = 0; i < 16 && uv_run(&w->loop, UV_RUN_NOWAIT) != 0; i++)
+        ;
+    dp_snapshot_unref(w->snapshot);
+    w->snapshot = NULL;
+}
+
 static void *
 worker_main(void *arg)
 {
     dp_worker_t *w = arg;
     uv_run(&w->loop, UV_RUN_DEFAULT);
-    dp_usage_flush(&w->usage);
+    teardown(w);
     return NULL;
 }
 
