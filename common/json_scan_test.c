@@ -17,11 +17,12 @@ parses(const char *s)
 static void
 test_valid_and_invalid(void **state)
 {
-    const char *good[] = {"{}", "[]", " {\"a\":1} ", "[1,-2.5e+3,0.1,\"x\",true,false,null]", "\"\\u00e9\\n\"",
-                          "{\"a\":{\"b\":[{}]}}", "0", "-0", "1E5"};
-    const char *bad[] = {"",      "{",          "{\"a\"}",    "{\"a\":}", "[1,]", "{\"a\":1,}", "01",    "1.",
-                         "\"abc", "\"\\x\"",    "tru",        "nul",      "{} x", "[\"\x01\"]", "{a:1}", "-",
-                         "1e",    "\"\\u12g4\"", "{\"a\" 1}", "[1 2]"};
+    const char *good[] = {
+        "{}", "[]", " {\"a\":1} ", "[1,-2.5e+3,0.1,\"x\",true,false,null]", "\"\\u00e9\\n\"", "{\"a\":{\"b\":[{}]}}",
+        "0",  "-0", "1E5"};
+    const char *bad[] = {"",      "{",     "{\"a\"}", "{\"a\":}",    "[1,]",      "{\"a\":1,}", "01",
+                         "1.",    "\"abc", "\"\\x\"", "tru",         "nul",       "{} x",       "[\"\x01\"]",
+                         "{a:1}", "-",     "1e",      "\"\\u12g4\"", "{\"a\" 1}", "[1 2]"};
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
         assert_true(parses(good[i]));
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)

@@ -74,8 +74,7 @@ handle_usage_batch(cp_t *cp, const tg_wire_msg_t *msg)
         ack.instance_id = batch->instance_id;
         ack.sequence = batch->sequence;
         ack.duplicate = duplicate;
-        int rv = tg_wire_send(cp->rep, &cp->wire_key, TOLLGATE__MSG_TYPE__MSG_USAGE_ACK, &ack.base,
-                              NNG_FLAG_NONBLOCK);
+        int rv = tg_wire_send(cp->rep, &cp->wire_key, TOLLGATE__MSG_TYPE__MSG_USAGE_ACK, &ack.base, NNG_FLAG_NONBLOCK);
         if (rv != 0)
             tg_warn("cp.rep.send_failed", "type=usage_ack error=\"%s\"", nng_strerror(rv));
     }

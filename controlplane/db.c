@@ -130,8 +130,8 @@ schedule_retry(cp_db_t *db)
 }
 
 int
-cp_db_init(cp_db_t *db, uv_loop_t *loop, const char *conninfo, cp_db_connect_cb on_connect,
-           cp_db_notify_cb on_notify, void *data)
+cp_db_init(cp_db_t *db, uv_loop_t *loop, const char *conninfo, cp_db_connect_cb on_connect, cp_db_notify_cb on_notify,
+           void *data)
 {
     memset(db, 0, sizeof(*db));
     db->loop = loop;
@@ -152,8 +152,9 @@ cp_db_start(cp_db_t *db)
     PGconn *conn = cp_db_connect_blocking(db->conninfo, err, sizeof(err));
     if (conn == NULL) {
         tg_warn("cp.db.connect_failed", "error=\"%s\" retry_ms=%u", err,
-                db->backoff_ms == 0 ? BACKOFF_MIN_MS : db->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
-                                                                                          : db->backoff_ms * 2);
+                db->backoff_ms == 0                   ? BACKOFF_MIN_MS
+                : db->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
+                                                      : db->backoff_ms * 2);
         schedule_retry(db);
         return;
     }
@@ -194,8 +195,8 @@ cp_db_conn(cp_db_t *db)
 }
 
 int
-cp_db_query(cp_db_t *db, PGresult **ret_res, const char *sql, int nparams, const char *const *values,
-            const int *lens, const int *formats)
+cp_db_query(cp_db_t *db, PGresult **ret_res, const char *sql, int nparams, const char *const *values, const int *lens,
+            const int *formats)
 {
     *ret_res = NULL;
     if (db->conn == NULL)

@@ -62,7 +62,8 @@ load_config(cp_config_t *cfg, tg_wire_key_t *wire_key, int serve)
     if (mk == NULL)
         return -1;
     if (strlen(mk) != 2 * TG_AEAD_KEY_LEN || tg_hex_decode(mk, strlen(mk), cfg->master_key, TG_AEAD_KEY_LEN) != 0)
-        return die_config("TOLLGATE_MASTER_KEY", "must be 64 hex characters (32 bytes), e.g. from `openssl rand -hex 32`");
+        return die_config("TOLLGATE_MASTER_KEY",
+                          "must be 64 hex characters (32 bytes), e.g. from `openssl rand -hex 32`");
     cfg->admin_listen = tg_env_str("TOLLGATE_ADMIN_LISTEN", "127.0.0.1:8081");
     struct sockaddr_storage ss;
     socklen_t sl;
@@ -152,8 +153,8 @@ cmd_serve(void)
         return 1;
     cp_db_init(&cp.db, cp.loop, cp.cfg.database_url, on_db_connect, on_db_notify, &cp);
     cp_db_start(&cp.db);
-    tg_info("cp.started", "admin=%s pub=%s rep=%s migrations=%s", cp.cfg.admin_listen, cp.cfg.pub_url,
-            cp.cfg.rep_url, cp.cfg.migrations_dir);
+    tg_info("cp.started", "admin=%s pub=%s rep=%s migrations=%s", cp.cfg.admin_listen, cp.cfg.pub_url, cp.cfg.rep_url,
+            cp.cfg.migrations_dir);
 
     uv_run(cp.loop, UV_RUN_DEFAULT);
     /* Let the close callbacks of what on_signal closed run. */

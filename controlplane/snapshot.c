@@ -102,27 +102,27 @@ cp_snapshot_free(cp_snapshot_t *snap)
  * Reading the tables.
  */
 #define SQL_TENANTS "SELECT id::text, name FROM tenants ORDER BY id"
-#define SQL_KEYS                                                                                              \
-    "SELECT id::text, tenant_id::text, encode(key_hash, 'hex'), name, array_to_json(allowed_models)::text,"   \
-    " coalesce((extract(epoch FROM expires_at) * 1000)::bigint, 0)"                                           \
+#define SQL_KEYS                                                                                                       \
+    "SELECT id::text, tenant_id::text, encode(key_hash, 'hex'), name, array_to_json(allowed_models)::text,"            \
+    " coalesce((extract(epoch FROM expires_at) * 1000)::bigint, 0)"                                                    \
     " FROM virtual_keys WHERE status = 'active' AND (expires_at IS NULL OR expires_at > now()) ORDER BY id"
-#define SQL_PROVIDERS                                                                                         \
-    "SELECT p.id::text, p.name, p.kind, p.base_url,"                                                          \
-    " (SELECT count(*) FROM provider_keys k WHERE k.provider_id = p.id)"                                      \
+#define SQL_PROVIDERS                                                                                                  \
+    "SELECT p.id::text, p.name, p.kind, p.base_url,"                                                                   \
+    " (SELECT count(*) FROM provider_keys k WHERE k.provider_id = p.id)"                                               \
     " FROM providers p ORDER BY p.id"
-#define SQL_PROVIDER_KEYS                                                                                     \
-    "SELECT id::text, provider_id::text, encode(sealed_secret, 'hex'), weight"                                \
+#define SQL_PROVIDER_KEYS                                                                                              \
+    "SELECT id::text, provider_id::text, encode(sealed_secret, 'hex'), weight"                                         \
     " FROM provider_keys ORDER BY provider_id, ordinal"
-#define SQL_ROUTES                                                                                            \
-    "SELECT r.id::text, r.name, (SELECT count(*) FROM route_targets t WHERE t.route_id = r.id)"                \
+#define SQL_ROUTES                                                                                                     \
+    "SELECT r.id::text, r.name, (SELECT count(*) FROM route_targets t WHERE t.route_id = r.id)"                        \
     " FROM routes r ORDER BY r.id"
-#define SQL_TARGETS                                                                                           \
-    "SELECT route_id::text, provider_id::text, upstream_model, weight FROM route_targets"                     \
+#define SQL_TARGETS                                                                                                    \
+    "SELECT route_id::text, provider_id::text, upstream_model, weight FROM route_targets"                              \
     " ORDER BY route_id, ordinal"
-#define SQL_PRICES                                                                                            \
-    "SELECT coalesce(provider_id::text, ''), model,"                                                          \
-    " round(input_usd_per_mtok * 1000000)::bigint, round(output_usd_per_mtok * 1000000)::bigint,"             \
-    " coalesce(round(cached_input_usd_per_mtok * 1000000)::bigint, 0)"                                        \
+#define SQL_PRICES                                                                                                     \
+    "SELECT coalesce(provider_id::text, ''), model,"                                                                   \
+    " round(input_usd_per_mtok * 1000000)::bigint, round(output_usd_per_mtok * 1000000)::bigint,"                      \
+    " coalesce(round(cached_input_usd_per_mtok * 1000000)::bigint, 0)"                                                 \
     " FROM prices ORDER BY model, provider_id NULLS FIRST"
 
 static PGresult *
@@ -421,8 +421,8 @@ cp_snapshot_build(cp_t *cp, cp_snapshot_t **ret)
         goto rollback;
     s->version = strtoull(V(res, 0, 0), NULL, 10);
     PQclear(res);
-    if (load_tenants(cp, s) != 0 || load_keys(cp, s) != 0 || load_providers(cp, s) != 0 ||
-        load_routes(cp, s) != 0 || load_prices(cp, s) != 0)
+    if (load_tenants(cp, s) != 0 || load_keys(cp, s) != 0 || load_providers(cp, s) != 0 || load_routes(cp, s) != 0 ||
+        load_prices(cp, s) != 0)
         goto rollback;
     if (cp_db_exec(&cp->db, "COMMIT", 0, NULL) != 0)
         goto fail;

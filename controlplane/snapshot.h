@@ -17,7 +17,7 @@
 struct cp_arena;
 
 struct cp_snapshot {
-    Tollgate__Snapshot msg;   /* every pointer inside lives in `arena` */
+    Tollgate__Snapshot msg; /* every pointer inside lives in `arena` */
     struct cp_arena *arena;
     uint64_t version;
     int64_t created_unix_ms;

@@ -165,8 +165,8 @@ cp_usage_ingest(cp_t *cp, const Tollgate__UsageBatch *batch, int *ret_duplicate,
         return -1;
     }
     *ret_duplicate = 0;
-    tg_info("cp.usage.stored", "instance=%s sequence=%s records=%zu ms=%.1f", batch->instance_id, seq,
-            batch->n_records, (tg_mono_ns() - t0) / 1e6);
+    tg_info("cp.usage.stored", "instance=%s sequence=%s records=%zu ms=%.1f", batch->instance_id, seq, batch->n_records,
+            (tg_mono_ns() - t0) / 1e6);
     return 0;
 rollback:
     if (cp_db_conn(&cp->db) != NULL)

@@ -42,7 +42,8 @@ test_mask(void **state)
 {
     char m[32];
     cp_mask_secret("sk-abcdefghijklmnop1234", m, sizeof(m));
-    assert_string_equal(m, "sk-\xe2\x80\xa6" "1234");
+    assert_string_equal(m, "sk-\xe2\x80\xa6"
+                           "1234");
     cp_mask_secret("short", m, sizeof(m));
     assert_string_equal(m, "\xe2\x80\xa6");
 }

@@ -35,17 +35,28 @@ static const char *
 reason(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 503: return "Service Unavailable";
-    default: return "Internal Server Error";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Internal Server Error";
     }
 }
 
@@ -311,27 +322,67 @@ on_req(h2o_handler_t *self, h2o_req_t *req)
         }
     }
     switch (m.op) {
-    case CP_OP_HEALTHZ: healthz(&r); break;
-    case CP_OP_READYZ: readyz(&r); break;
-    case CP_OP_TENANT_CREATE: cp_tenants_create(&r); break;
-    case CP_OP_TENANT_LIST: cp_tenants_list(&r); break;
-    case CP_OP_TENANT_GET: cp_tenants_get(&r); break;
-    case CP_OP_KEY_CREATE: cp_keys_create(&r); break;
-    case CP_OP_KEY_LIST: cp_keys_list(&r); break;
-    case CP_OP_KEY_GET: cp_keys_get(&r); break;
+    case CP_OP_HEALTHZ:
+        healthz(&r);
+        break;
+    case CP_OP_READYZ:
+        readyz(&r);
+        break;
+    case CP_OP_TENANT_CREATE:
+        cp_tenants_create(&r);
+        break;
+    case CP_OP_TENANT_LIST:
+        cp_tenants_list(&r);
+        break;
+    case CP_OP_TENANT_GET:
+        cp_tenants_get(&r);
+        break;
+    case CP_OP_KEY_CREATE:
+        cp_keys_create(&r);
+        break;
+    case CP_OP_KEY_LIST:
+        cp_keys_list(&r);
+        break;
+    case CP_OP_KEY_GET:
+        cp_keys_get(&r);
+        break;
     case CP_OP_KEY_REVOKE:
-    case CP_OP_KEY_DELETE: cp_keys_revoke(&r); break;
-    case CP_OP_PROVIDER_CREATE: cp_providers_create(&r); break;
-    case CP_OP_PROVIDER_LIST: cp_providers_list(&r); break;
-    case CP_OP_PROVIDER_GET: cp_providers_get(&r); break;
-    case CP_OP_ROUTE_CREATE: cp_routes_create(&r); break;
-    case CP_OP_ROUTE_LIST: cp_routes_list(&r); break;
-    case CP_OP_ROUTE_GET: cp_routes_get(&r); break;
-    case CP_OP_ROUTE_DELETE: cp_routes_delete(&r); break;
-    case CP_OP_PRICE_PUT: cp_prices_put(&r); break;
-    case CP_OP_PRICE_LIST: cp_prices_list(&r); break;
-    case CP_OP_USAGE: cp_usage_report(&r); break;
-    case CP_OP_SNAPSHOT: snapshot_info(&r); break;
+    case CP_OP_KEY_DELETE:
+        cp_keys_revoke(&r);
+        break;
+    case CP_OP_PROVIDER_CREATE:
+        cp_providers_create(&r);
+        break;
+    case CP_OP_PROVIDER_LIST:
+        cp_providers_list(&r);
+        break;
+    case CP_OP_PROVIDER_GET:
+        cp_providers_get(&r);
+        break;
+    case CP_OP_ROUTE_CREATE:
+        cp_routes_create(&r);
+        break;
+    case CP_OP_ROUTE_LIST:
+        cp_routes_list(&r);
+        break;
+    case CP_OP_ROUTE_GET:
+        cp_routes_get(&r);
+        break;
+    case CP_OP_ROUTE_DELETE:
+        cp_routes_delete(&r);
+        break;
+    case CP_OP_PRICE_PUT:
+        cp_prices_put(&r);
+        break;
+    case CP_OP_PRICE_LIST:
+        cp_prices_list(&r);
+        break;
+    case CP_OP_USAGE:
+        cp_usage_report(&r);
+        break;
+    case CP_OP_SNAPSHOT:
+        snapshot_info(&r);
+        break;
     }
 done:
     json_decref(r.body);

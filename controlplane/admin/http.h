@@ -24,7 +24,7 @@ typedef struct cp_admin_req {
     const char *id;    /* the {id} path segment, NUL-terminated, "" when none */
     const char *query; /* the query string without '?', not NUL-terminated */
     size_t query_len;
-    json_t *body;      /* the JSON object of a POST/PUT, else NULL */
+    json_t *body; /* the JSON object of a POST/PUT, else NULL */
 } cp_admin_req_t;
 
 int cp_admin_start(cp_t *cp);

@@ -12,10 +12,11 @@
 #define MAX_ALLOWED_MODELS 1000
 #define MAX_MODEL_LEN      200
 
-#define KEY_JSON                                                                                              \
-    "json_build_object('id', k.id, 'tenant_id', k.tenant_id, 'name', k.name, 'prefix', k.prefix,"             \
-    " 'allowed_models', k.allowed_models, 'status', k.status, 'expires_at', " CP_SQL_TS("k.expires_at") ","   \
-    " 'created_at', " CP_SQL_TS("k.created_at") ", 'revoked_at', " CP_SQL_TS("k.revoked_at") ")"
+#define KEY_JSON                                                                                                       \
+    "json_build_object('id', k.id, 'tenant_id', k.tenant_id, 'name', k.name, 'prefix', k.prefix,"                      \
+    " 'allowed_models', k.allowed_models, 'status', k.status, 'expires_at', " CP_SQL_TS(                               \
+        "k.expires_at") ","                                                                                            \
+                        " 'created_at', " CP_SQL_TS("k.created_at") ", 'revoked_at', " CP_SQL_TS("k.revoked_at") ")"
 
 /* allowed_models as JSON text for the statement, "[]" when absent. 0, or -1 after answering 400. */
 static int

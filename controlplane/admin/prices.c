@@ -6,10 +6,10 @@
 #include "../util.h"
 #include "handlers.h"
 
-#define PRICE_JSON                                                                                            \
-    "json_build_object('id', p.id, 'provider_id', p.provider_id, 'model', p.model,"                           \
-    " 'input_per_mtok', trim_scale(p.input_usd_per_mtok), 'output_per_mtok', trim_scale(p.output_usd_per_mtok)," \
-    " 'cached_input_per_mtok', trim_scale(p.cached_input_usd_per_mtok),"                                      \
+#define PRICE_JSON                                                                                                     \
+    "json_build_object('id', p.id, 'provider_id', p.provider_id, 'model', p.model,"                                    \
+    " 'input_per_mtok', trim_scale(p.input_usd_per_mtok), 'output_per_mtok', trim_scale(p.output_usd_per_mtok),"       \
+    " 'cached_input_per_mtok', trim_scale(p.cached_input_usd_per_mtok),"                                               \
     " 'created_at', " CP_SQL_TS("p.created_at") ", 'updated_at', " CP_SQL_TS("p.updated_at") ")"
 
 /* A price field as decimal text; *ret NULL when optional and absent. 0, or -1 after answering 400. */

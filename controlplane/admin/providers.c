@@ -10,14 +10,14 @@
 #include "handlers.h"
 #include "tollgate/log.h"
 
-#define MAX_API_KEYS    64
-#define MAX_SECRET_LEN  8192
-#define MAX_WEIGHT      1000000
+#define MAX_API_KEYS   64
+#define MAX_SECRET_LEN 8192
+#define MAX_WEIGHT     1000000
 
-#define PROVIDER_JSON                                                                                         \
-    "json_build_object('id', p.id, 'name', p.name, 'kind', p.kind, 'base_url', p.base_url,"                   \
-    " 'api_keys', (SELECT coalesce(json_agg(json_build_object('id', k.id, 'masked', k.masked,"                \
-    " 'weight', k.weight) ORDER BY k.ordinal), '[]'::json) FROM provider_keys k WHERE k.provider_id = p.id),"  \
+#define PROVIDER_JSON                                                                                                  \
+    "json_build_object('id', p.id, 'name', p.name, 'kind', p.kind, 'base_url', p.base_url,"                            \
+    " 'api_keys', (SELECT coalesce(json_agg(json_build_object('id', k.id, 'masked', k.masked,"                         \
+    " 'weight', k.weight) ORDER BY k.ordinal), '[]'::json) FROM provider_keys k WHERE k.provider_id = p.id),"          \
     " 'created_at', " CP_SQL_TS("p.created_at") ")"
 
 static int
@@ -121,8 +121,8 @@ cp_providers_create(cp_admin_req_t *r)
             goto rollback;
     }
     const char *idp[] = {id};
-    if (cp_admin_query(r, &res, "provider", "SELECT " PROVIDER_JSON "::text FROM providers p WHERE p.id = $1::uuid",
-                       1, idp) != 0)
+    if (cp_admin_query(r, &res, "provider", "SELECT " PROVIDER_JSON "::text FROM providers p WHERE p.id = $1::uuid", 1,
+                       idp) != 0)
         goto rollback;
     PGresult *commit;
     if (cp_admin_query(r, &commit, "provider", "COMMIT", 0, NULL) != 0) {
@@ -162,8 +162,8 @@ cp_providers_get(cp_admin_req_t *r)
     }
     const char *params[] = {r->id};
     PGresult *res;
-    if (cp_admin_query(r, &res, "provider", "SELECT " PROVIDER_JSON "::text FROM providers p WHERE p.id = $1::uuid",
-                       1, params) != 0)
+    if (cp_admin_query(r, &res, "provider", "SELECT " PROVIDER_JSON "::text FROM providers p WHERE p.id = $1::uuid", 1,
+                       params) != 0)
         return;
     if (PQntuples(res) == 0)
         cp_http_error(r, 404, "not_found_error", "provider not found");

@@ -77,8 +77,8 @@ cp_admin_route(const char *method, size_t mlen, const char *path, size_t plen, c
             memcpy(ret->id, id, sizeof(id));
             return 0;
         }
-        allow_len += snprintf(ret->allow + allow_len, sizeof(ret->allow) - allow_len, "%s%s",
-                              allow_len ? ", " : "", routes[i].method);
+        allow_len += snprintf(ret->allow + allow_len, sizeof(ret->allow) - allow_len, "%s%s", allow_len ? ", " : "",
+                              routes[i].method);
         if (allow_len >= sizeof(ret->allow))
             allow_len = sizeof(ret->allow) - 1;
     }

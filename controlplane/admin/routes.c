@@ -11,10 +11,10 @@
 #define MAX_TARGETS 64
 #define MAX_WEIGHT  1000000
 
-#define ROUTE_JSON                                                                                            \
-    "json_build_object('id', r.id, 'name', r.name,"                                                           \
-    " 'targets', (SELECT coalesce(json_agg(json_build_object('provider_id', t.provider_id,"                   \
-    " 'model', t.upstream_model, 'weight', t.weight) ORDER BY t.ordinal), '[]'::json)"                        \
+#define ROUTE_JSON                                                                                                     \
+    "json_build_object('id', r.id, 'name', r.name,"                                                                    \
+    " 'targets', (SELECT coalesce(json_agg(json_build_object('provider_id', t.provider_id,"                            \
+    " 'model', t.upstream_model, 'weight', t.weight) ORDER BY t.ordinal), '[]'::json)"                                 \
     " FROM route_targets t WHERE t.route_id = r.id), 'created_at', " CP_SQL_TS("r.created_at") ")"
 
 static int

@@ -33,9 +33,9 @@ cp_usage_report(cp_admin_req_t *r)
     const char *rp[] = {has_from && from[0] ? from : NULL, has_to && to[0] ? to : NULL};
     PGresult *res;
     if (cp_admin_query(r, &res, "time range",
-                       "SELECT f::text, t::text, " CP_SQL_TS("f") ", " CP_SQL_TS("t")
-                       " FROM (SELECT coalesce($1::timestamptz, now() - interval '30 days') AS f,"
-                       " coalesce($2::timestamptz, now()) AS t) x",
+                       "SELECT f::text, t::text, " CP_SQL_TS("f") ", " CP_SQL_TS(
+                           "t") " FROM (SELECT coalesce($1::timestamptz, now() - interval '30 days') AS f,"
+                                " coalesce($2::timestamptz, now()) AS t) x",
                        2, rp) != 0)
         return;
     char f_exact[64], t_exact[64];

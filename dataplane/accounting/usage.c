@@ -195,8 +195,7 @@ spool_write_remaining(void)
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     FILE *f = fopen(tmp, "wb");
     if (f == NULL) {
-        tg_error("dp.usage.spool_failed", "path=%s error=%s records=%zu", tmp, strerror(errno),
-                 shipper.queued_records);
+        tg_error("dp.usage.spool_failed", "path=%s error=%s records=%zu", tmp, strerror(errno), shipper.queued_records);
         return;
     }
     for (batch_t *b = shipper.head; b != NULL; b = b->next) {
@@ -329,8 +328,7 @@ shipper_main(void *arg)
             shipper.queued_records -= bt->count;
             shipper.n_batches--;
             if (failures > 0)
-                tg_info("dp.usage.resumed", "after_failures=%d pending_records=%zu", failures,
-                        shipper.queued_records);
+                tg_info("dp.usage.resumed", "after_failures=%d pending_records=%zu", failures, shipper.queued_records);
             free(bt->payload);
             free(bt);
             backoff_ms = 0;

@@ -16,7 +16,7 @@
 #include "tollgate/wire.h"
 
 typedef struct dp_price {
-    int64_t input;        /* micro-USD per million tokens */
+    int64_t input; /* micro-USD per million tokens */
     int64_t output;
     int64_t cached_input; /* 0: billed as input */
 } dp_price_t;
@@ -83,8 +83,8 @@ typedef struct dp_snapshot {
 
 /* Builds a snapshot from a serialized protobuf Snapshot. 0 and a snapshot with one reference, or -1
  * with a reason in err. */
-int dp_snapshot_build(const uint8_t *buf, size_t len, const tg_wire_key_t *wire_key, dp_snapshot_t **ret,
-                      char *err, size_t errlen);
+int dp_snapshot_build(const uint8_t *buf, size_t len, const tg_wire_key_t *wire_key, dp_snapshot_t **ret, char *err,
+                      size_t errlen);
 void dp_snapshot_ref(dp_snapshot_t *s);
 void dp_snapshot_unref(dp_snapshot_t *s);
 

@@ -46,8 +46,8 @@ apply(const uint8_t *payload, size_t len, const char *via)
     uint64_t version = s->version;
     size_t keys = s->n_keys, routes = s->n_routes;
     dp_snapshot_publish(s);
-    tg_info("dp.snapshot.applied", "version=%llu keys=%zu routes=%zu via=%s build_us=%llu",
-            (unsigned long long)version, keys, routes, via, (unsigned long long)((tg_mono_ns() - t0) / 1000));
+    tg_info("dp.snapshot.applied", "version=%llu keys=%zu routes=%zu via=%s build_us=%llu", (unsigned long long)version,
+            keys, routes, via, (unsigned long long)((tg_mono_ns() - t0) / 1000));
 }
 
 /* One request/reply round trip for the current snapshot. 0 or -1. */

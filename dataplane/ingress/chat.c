@@ -24,7 +24,7 @@
 
 #define PENDING_HIGH_WATER (256 * 1024)
 #define MAX_RESPONSE_BYTES (64u << 20)
-#define MAX_SSE_EVENT (8u << 20)
+#define MAX_SSE_EVENT      (8u << 20)
 
 typedef struct out_buf {
     char *base;
@@ -280,8 +280,8 @@ on_done(dp_upstream_call_t *call, CURLcode rc)
                              call->error[0] ? call->error : curl_easy_strerror(rc));
             size_t len = (size_t)sprintf(event, "data: {\"error\":{\"message\":");
             len += tg_json_quote(event + len, msg, n < (int)sizeof(msg) ? (size_t)n : sizeof(msg) - 1);
-            len += (size_t)sprintf(event + len,
-                                   ",\"type\":\"upstream_error\",\"param\":null,\"code\":\"upstream_stream_failed\"}}\n\n");
+            len += (size_t)sprintf(
+                event + len, ",\"type\":\"upstream_error\",\"param\":null,\"code\":\"upstream_stream_failed\"}}\n\n");
             buf_append(&c->pending, event, len);
             tg_warn("dp.upstream.stream_failed", "request_id=%s provider=%s error=%s", c->request_id,
                     c->target->provider->name, msg);

@@ -79,8 +79,7 @@ put_nullable(char *out, const char *s)
 }
 
 void
-dp_send_error(h2o_req_t *req, int status, const char *type, const char *code, const char *param, const char *fmt,
-              ...)
+dp_send_error(h2o_req_t *req, int status, const char *type, const char *code, const char *param, const char *fmt, ...)
 {
     char message[512];
     va_list ap;

@@ -23,8 +23,8 @@ int dp_models_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id);
 const dp_vkey_t *dp_authenticate(h2o_req_t *req, const dp_snapshot_t *s);
 
 /* OpenAI-style error: {"error":{"message","type","param","code"}}. param and code may be NULL. */
-void dp_send_error(h2o_req_t *req, int status, const char *type, const char *code, const char *param,
-                   const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+void dp_send_error(h2o_req_t *req, int status, const char *type, const char *code, const char *param, const char *fmt,
+                   ...) __attribute__((format(printf, 6, 7)));
 void dp_send_json(h2o_req_t *req, int status, const char *body, size_t len);
 const char *dp_status_reason(int status);
 /* x-request-id, and Connection: close while draining. Added once per request, by the router. */

@@ -71,8 +71,10 @@ dp_ingress_on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     } else {
         dp_send_error(req, 404, "invalid_request_error", "unknown_url", NULL, "Unknown request URL: %s %.*s",
-                      is_get ? "GET" : is_post ? "POST" : "?", (int)(req->path.len > 200 ? 200 : req->path.len),
-                      req->path.base);
+                      is_get    ? "GET"
+                      : is_post ? "POST"
+                                : "?",
+                      (int)(req->path.len > 200 ? 200 : req->path.len), req->path.base);
         return 0;
     }
     dp_send_error(req, 405, "invalid_request_error", "method_not_allowed", NULL, "Method %.*s is not allowed here.",

@@ -67,7 +67,8 @@ open_listener(dp_worker_t *w)
     uv_tcp_init(&w->loop, &w->listener);
     w->listener.data = w;
     int rv;
-    if ((rv = uv_tcp_open(&w->listener, fd)) != 0 || (rv = uv_listen((uv_stream_t *)&w->listener, 1024, on_accept)) != 0)
+    if ((rv = uv_tcp_open(&w->listener, fd)) != 0 ||
+        (rv = uv_listen((uv_stream_t *)&w->listener, 1024, on_accept)) != 0)
         return rv;
     w->listening = 1;
     return 0;

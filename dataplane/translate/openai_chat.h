@@ -30,7 +30,7 @@ typedef struct dp_splice {
 typedef struct dp_body_plan {
     dp_splice_t splices[3]; /* in body order */
     size_t n;
-    long delta; /* the upstream body is the client body's length + delta */
+    long delta;             /* the upstream body is the client body's length + delta */
     int client_wants_usage; /* the client itself asked for the usage chunk */
 } dp_body_plan_t;
 

@@ -59,15 +59,17 @@ test_stream_usage(void **state)
     assert_false(wants);
     assert_string_equal(rewrite("{\"stream_options\":{},\"model\":\"m\",\"stream\":true}", &wants),
                         "{\"stream_options\":{\"include_usage\":true},\"model\":\"up\",\"stream\":true}");
-    assert_string_equal(rewrite("{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":false}}", &wants),
-                        "{\"model\":\"up\",\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
+    assert_string_equal(
+        rewrite("{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":false}}", &wants),
+        "{\"model\":\"up\",\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
     assert_false(wants);
     assert_string_equal(rewrite("{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"x\":1}}", &wants),
                         "{\"model\":\"up\",\"stream\":true,\"stream_options\":{\"include_usage\":true,\"x\":1}}");
     assert_string_equal(rewrite("{\"model\":\"m\",\"stream\":true,\"stream_options\":null}", &wants),
                         "{\"model\":\"up\",\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
-    assert_string_equal(rewrite("{\"model\":\"up\",\"stream\":true,\"stream_options\":{\"include_usage\":true}}", &wants),
-                        "{\"model\":\"up\",\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
+    assert_string_equal(
+        rewrite("{\"model\":\"up\",\"stream\":true,\"stream_options\":{\"include_usage\":true}}", &wants),
+        "{\"model\":\"up\",\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
     assert_true(wants);
     /* not a stream: stream_options untouched */
     assert_string_equal(rewrite("{\"model\":\"m\",\"stream\":false,\"stream_options\":{}}", &wants),
