@@ -83,8 +83,8 @@ tg_hex_encode(const uint8_t *in, size_t len, char *out)
     out[2 * len] = '\0';
 }
 
-static int
-hexval(char c)
+int
+tg_hex_value(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -101,7 +101,7 @@ tg_hex_decode(const char *in, size_t inlen, uint8_t *out, size_t outlen)
     if (inlen != 2 * outlen)
         return -1;
     for (size_t i = 0; i < outlen; i++) {
-        int hi = hexval(in[2 * i]), lo = hexval(in[2 * i + 1]);
+        int hi = tg_hex_value(in[2 * i]), lo = tg_hex_value(in[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return -1;
         out[i] = (uint8_t)(hi << 4 | lo);

@@ -6,6 +6,7 @@
  * hostile body cannot exhaust the stack.
  */
 #include <string.h>
+#include "tollgate/crypto.h"
 #include "tollgate/json_scan.h"
 
 static const char *skip_value(const char *p, const char *end, int depth, tg_json_type_t *ret_type);
@@ -291,16 +292,6 @@ tg_json_object_get(tg_json_span_t object, const char *key, tg_json_span_t *ret_v
     return rv;
 }
 
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return c - 'A' + 10;
-}
-
 static size_t
 put_utf8(char *out, uint32_t cp)
 {
@@ -359,10 +350,12 @@ tg_json_string_decode(tg_json_span_t s, char *out, size_t cap, size_t *ret_len)
             ch = '\t';
             break;
         case 'u': {
-            uint32_t cp = hexval(p[0]) << 12 | hexval(p[1]) << 8 | hexval(p[2]) << 4 | hexval(p[3]);
+            uint32_t cp =
+                tg_hex_value(p[0]) << 12 | tg_hex_value(p[1]) << 8 | tg_hex_value(p[2]) << 4 | tg_hex_value(p[3]);
             p += 4;
             if (cp >= 0xd800 && cp < 0xdc00 && end - p >= 6 && p[0] == '\\' && p[1] == 'u') {
-                uint32_t lo = hexval(p[2]) << 12 | hexval(p[3]) << 8 | hexval(p[4]) << 4 | hexval(p[5]);
+                uint32_t lo =
+                    tg_hex_value(p[2]) << 12 | tg_hex_value(p[3]) << 8 | tg_hex_value(p[4]) << 4 | tg_hex_value(p[5]);
                 if (lo >= 0xdc00 && lo < 0xe000) {
                     cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
                     p += 6;

@@ -3,6 +3,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include "tollgate/crypto.h"
 #include "router.h"
 
 static const struct {
@@ -91,18 +92,6 @@ cp_admin_path_needs_auth(const char *path, size_t plen)
     return plen >= 7 && memcmp(path, "/admin/", 7) == 0;
 }
 
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int
 cp_query_param(const char *q, size_t qlen, const char *name, char *ret, size_t retsz)
 {
@@ -120,7 +109,7 @@ cp_query_param(const char *q, size_t qlen, const char *name, char *ret, size_t r
                 int c = (unsigned char)*v;
                 if (c == '%') {
                     int hi, lo;
-                    if (pend - v < 3 || (hi = hexval(v[1])) < 0 || (lo = hexval(v[2])) < 0)
+                    if (pend - v < 3 || (hi = tg_hex_value(v[1])) < 0 || (lo = tg_hex_value(v[2])) < 0)
                         return -1;
                     c = hi << 4 | lo;
                     v += 3;

@@ -30,8 +30,8 @@ presented_key(h2o_req_t *req)
     return h2o_iovec_init(NULL, 0);
 }
 
-const dp_vkey_t *
-dp_authenticate(h2o_req_t *req, const dp_snapshot_t *s)
+static const dp_vkey_t *
+authenticate(h2o_req_t *req, const dp_snapshot_t *s)
 {
     h2o_iovec_t k = presented_key(req);
     if (k.len == 0) {
@@ -48,4 +48,16 @@ dp_authenticate(h2o_req_t *req, const dp_snapshot_t *s)
         return NULL;
     }
     return key;
+}
+
+const dp_vkey_t *
+dp_admit(h2o_req_t *req, dp_worker_t *w, dp_snapshot_t **ret_snapshot)
+{
+    dp_snapshot_t *s = dp_worker_snapshot(w);
+    if (s == NULL) {
+        dp_send_error(req, 503, "server_error", "not_ready", NULL, "The gateway has no configuration yet.");
+        return NULL;
+    }
+    *ret_snapshot = s;
+    return authenticate(req, s);
 }

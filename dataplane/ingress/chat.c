@@ -17,6 +17,7 @@
 #include "accounting/usage.h"
 #include "ingress/ingress.h"
 #include "tollgate/env.h"
+#include "tollgate/http_status.h"
 #include "tollgate/json_scan.h"
 #include "tollgate/log.h"
 #include "tollgate/sse.h"
@@ -249,7 +250,7 @@ send_buffered_response(chat_t *c)
             read_usage(c, usage);
     }
     req->res.status = (int)status;
-    req->res.reason = dp_status_reason((int)status);
+    req->res.reason = tg_http_reason((int)status);
     const char *ct = c->call.content_type[0] ? c->call.content_type : "application/json";
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ct, strlen(ct));
     if (c->call.retry_after[0])
@@ -339,12 +340,8 @@ pick_key(dp_worker_t *w, const dp_provider_t *p)
 int
 dp_chat_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id)
 {
-    dp_snapshot_t *s = dp_worker_snapshot(w);
-    if (s == NULL) {
-        dp_send_error(req, 503, "server_error", "not_ready", NULL, "The gateway has no configuration yet.");
-        return 0;
-    }
-    const dp_vkey_t *key = dp_authenticate(req, s);
+    dp_snapshot_t *s;
+    const dp_vkey_t *key = dp_admit(req, w, &s);
     if (key == NULL)
         return 0;
 

@@ -6,48 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 #include "ingress/ingress.h"
+#include "tollgate/http_status.h"
 #include "tollgate/json_scan.h"
-
-const char *
-dp_status_reason(int status)
-{
-    switch (status) {
-    case 200:
-        return "OK";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 402:
-        return "Payment Required";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 408:
-        return "Request Timeout";
-    case 413:
-        return "Payload Too Large";
-    case 422:
-        return "Unprocessable Entity";
-    case 429:
-        return "Too Many Requests";
-    case 500:
-        return "Internal Server Error";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    case 529:
-        return "Overloaded";
-    default:
-        return status < 400 ? "OK" : "Error";
-    }
-}
 
 void
 dp_add_common_headers(h2o_req_t *req, const char *request_id)
@@ -63,7 +23,7 @@ void
 dp_send_json(h2o_req_t *req, int status, const char *body, size_t len)
 {
     req->res.status = status;
-    req->res.reason = dp_status_reason(status);
+    req->res.reason = tg_http_reason(status);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
     h2o_send_inline(req, body, len);
 }

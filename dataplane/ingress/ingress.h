@@ -19,14 +19,14 @@ int dp_ingress_on_req(h2o_handler_t *self, h2o_req_t *req);
 int dp_chat_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id);
 int dp_models_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id);
 
-/* The calling virtual key, or NULL (then a 401 has been sent). */
-const dp_vkey_t *dp_authenticate(h2o_req_t *req, const dp_snapshot_t *s);
+/* The first step of every API endpoint: the worker's snapshot and the calling virtual key. NULL when an
+ * error was sent (503 before the first snapshot, 401 for a missing or bad key). */
+const dp_vkey_t *dp_admit(h2o_req_t *req, dp_worker_t *w, dp_snapshot_t **ret_snapshot);
 
 /* OpenAI-style error: {"error":{"message","type","param","code"}}. param and code may be NULL. */
 void dp_send_error(h2o_req_t *req, int status, const char *type, const char *code, const char *param, const char *fmt,
                    ...) __attribute__((format(printf, 6, 7)));
 void dp_send_json(h2o_req_t *req, int status, const char *body, size_t len);
-const char *dp_status_reason(int status);
 /* x-request-id, and Connection: close while draining. Added once per request, by the router. */
 void dp_add_common_headers(h2o_req_t *req, const char *request_id);
 

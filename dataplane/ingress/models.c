@@ -6,12 +6,8 @@
 int
 dp_models_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id)
 {
-    dp_snapshot_t *s = dp_worker_snapshot(w);
-    if (s == NULL) {
-        dp_send_error(req, 503, "server_error", "not_ready", NULL, "The gateway has no configuration yet.");
-        return 0;
-    }
-    const dp_vkey_t *key = dp_authenticate(req, s);
+    dp_snapshot_t *s;
+    const dp_vkey_t *key = dp_admit(req, w, &s);
     if (key == NULL)
         return 0;
 

@@ -31,6 +31,7 @@
 #include <jansson.h>
 #include <uv.h>
 
+#include "tollgate/http_status.h"
 #include "tollgate/env.h"
 
 #define MAX_BODY_SIZE  (16u << 20)
@@ -118,45 +119,6 @@ json_escape(char *dst, const char *s, size_t n)
     return d - dst;
 }
 
-static const char *
-reason_phrase(int status)
-{
-    switch (status) {
-    case 200:
-        return "OK";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 408:
-        return "Request Timeout";
-    case 409:
-        return "Conflict";
-    case 413:
-        return "Payload Too Large";
-    case 422:
-        return "Unprocessable Entity";
-    case 429:
-        return "Too Many Requests";
-    case 500:
-        return "Internal Server Error";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    default:
-        return status < 500 ? "Client Error" : "Server Error";
-    }
-}
-
 static void
 add_header(h2o_req_t *req, const char *name, size_t name_len, const char *value, size_t value_len)
 {
@@ -168,7 +130,7 @@ static void
 send_body(h2o_req_t *req, int status, const char *content_type, const char *body, size_t len)
 {
     req->res.status = status;
-    req->res.reason = reason_phrase(status);
+    req->res.reason = tg_http_reason(status);
     req->res.content_length = len;
     add_header(req, H2O_STRLIT("content-type"), content_type, strlen(content_type));
     h2o_send_inline(req, body, len);

@@ -34,6 +34,8 @@ int tg_random_bytes(void *buf, size_t len);
 
 /* Lower-case hex; `out` holds 2 * len + 1 bytes. */
 void tg_hex_encode(const uint8_t *in, size_t len, char *out);
+/* The value of one hex digit, or -1. */
+int tg_hex_value(char c);
 /* Decodes exactly `outlen` bytes from 2 * outlen hex characters. 0 or -1. */
 int tg_hex_decode(const char *in, size_t inlen, uint8_t *out, size_t outlen);
 
