@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "tollgate/http_status.h"
 #include "../snapshot.h"
 #include "../util.h"
 #include "handlers.h"
@@ -31,42 +32,13 @@ typedef struct {
 /* ---------------------------------------------------------------------------------------------------
  * Responses.
  */
-static const char *
-reason(int status)
-{
-    switch (status) {
-    case 200:
-        return "OK";
-    case 201:
-        return "Created";
-    case 204:
-        return "No Content";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 409:
-        return "Conflict";
-    case 413:
-        return "Payload Too Large";
-    case 503:
-        return "Service Unavailable";
-    default:
-        return "Internal Server Error";
-    }
-}
-
 void
 cp_http_json_text(cp_admin_req_t *r, int status, const char *text)
 {
     h2o_req_t *req = r->req;
     size_t len = strlen(text);
     req->res.status = status;
-    req->res.reason = reason(status);
+    req->res.reason = tg_http_reason(status);
     req->res.content_length = len;
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
@@ -90,7 +62,7 @@ void
 cp_http_no_content(cp_admin_req_t *r)
 {
     r->req->res.status = 204;
-    r->req->res.reason = reason(204);
+    r->req->res.reason = tg_http_reason(204);
     h2o_send_inline(r->req, "", 0);
 }
 
