@@ -29,9 +29,13 @@ have_version(void)
     return dp_snapshot_current_version();
 }
 
+/* A published snapshot must be newer than ours (publications can be overtaken by a fetch); a fetched one
+ * is the control plane's current state and wins whenever it differs, even when its version went back
+ * (a database restored from a backup restarts the version sequence lower). */
 static void
-apply(const uint8_t *payload, size_t len, const char *via)
+apply(const uint8_t *payload, size_t len, int fetched)
 {
+    const char *via = fetched ? "fetch" : "publish";
     char err[256];
     dp_snapshot_t *s;
     uint64_t t0 = tg_mono_ns();
@@ -39,7 +43,7 @@ apply(const uint8_t *payload, size_t len, const char *via)
         tg_error("dp.snapshot.rejected", "via=%s reason=%s", via, err);
         return;
     }
-    if (s->version <= have_version()) {
+    if (fetched ? s->version == have_version() : s->version <= have_version()) {
         dp_snapshot_unref(s);
         return;
     }
@@ -65,7 +69,7 @@ fetch(void)
         return -1;
     int ok = -1;
     if (reply.type == TOLLGATE__MSG_TYPE__MSG_SNAPSHOT) {
-        apply(reply.payload, reply.len, "fetch");
+        apply(reply.payload, reply.len, 1);
         ok = 0;
     }
     tg_wire_msg_dispose(&reply);
@@ -104,7 +108,7 @@ sync_main(void *arg)
         if (rv != 0)
             break; /* socket closed */
         if (m.type == TOLLGATE__MSG_TYPE__MSG_SNAPSHOT) {
-            apply(m.payload, m.len, "publish");
+            apply(m.payload, m.len, 0);
         } else if (m.type == TOLLGATE__MSG_TYPE__MSG_HEARTBEAT) {
             Tollgate__Heartbeat *hb = tollgate__heartbeat__unpack(NULL, m.len, m.payload);
             if (hb != NULL && hb->version != have_version() && !need_fetch) {
