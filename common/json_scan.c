@@ -190,10 +190,38 @@ tg_json_iter_init(tg_json_iter_t *it, tg_json_span_t container)
 {
     if (container.type != TG_JSON_OBJECT && container.type != TG_JSON_ARRAY)
         return -1;
+    it->start = container.p;
     it->p = container.p + 1;
     it->end = container.p + container.len;
     it->depth = 1;
     it->first = 1;
+    return 0;
+}
+
+int
+tg_json_iter_init_text(tg_json_iter_t *it, const char *s, size_t len, tg_json_type_t *ret_type)
+{
+    const char *end = s + len, *p = skip_ws(s, end);
+    if (p >= end || (*p != '{' && *p != '['))
+        return -1;
+    *ret_type = *p == '{' ? TG_JSON_OBJECT : TG_JSON_ARRAY;
+    it->start = p;
+    it->p = p + 1;
+    it->end = end;
+    it->depth = 1;
+    it->first = 1;
+    return 0;
+}
+
+int
+tg_json_iter_finish(tg_json_iter_t *it, tg_json_span_t *ret_container)
+{
+    /* the last *_next stopped on the closing bracket */
+    if (it->p >= it->end || skip_ws(it->p + 1, it->end) != it->end)
+        return -1;
+    ret_container->p = it->start;
+    ret_container->len = it->p + 1 - it->start;
+    ret_container->type = *it->start == '{' ? TG_JSON_OBJECT : TG_JSON_ARRAY;
     return 0;
 }
 

@@ -115,6 +115,36 @@ test_decode_and_quote(void **state)
 }
 
 static void
+test_iterate_text(void **state)
+{
+    tg_json_iter_t it;
+    tg_json_span_t k, v, top;
+    tg_json_type_t type;
+    const char *s = " {\"a\":[1,2],\"b\":{}} \n";
+    assert_int_equal(tg_json_iter_init_text(&it, s, strlen(s), &type), 0);
+    assert_int_equal(type, TG_JSON_OBJECT);
+    assert_int_equal(tg_json_object_next(&it, &k, &v), 1);
+    assert_true(tg_json_string_eq(k, "a"));
+    assert_int_equal(tg_json_object_next(&it, &k, &v), 1);
+    assert_int_equal(tg_json_object_next(&it, &k, &v), 0);
+    assert_int_equal(tg_json_iter_finish(&it, &top), 0);
+    assert_ptr_equal(top.p, s + 1);
+    assert_int_equal(top.len, strlen(s) - 3);
+
+    /* trailing garbage, a bad member, and not a container at all */
+    const char *junk = "{\"a\":1} x";
+    assert_int_equal(tg_json_iter_init_text(&it, junk, strlen(junk), &type), 0);
+    assert_int_equal(tg_json_object_next(&it, &k, &v), 1);
+    assert_int_equal(tg_json_object_next(&it, &k, &v), 0);
+    assert_int_equal(tg_json_iter_finish(&it, &top), -1);
+    const char *bad = "{\"a\":tru}";
+    assert_int_equal(tg_json_iter_init_text(&it, bad, strlen(bad), &type), 0);
+    assert_int_equal(tg_json_object_next(&it, &k, &v), -1);
+    assert_int_equal(tg_json_iter_init_text(&it, "\"s\"", 3, &type), -1);
+    assert_int_equal(tg_json_iter_init_text(&it, "", 0, &type), -1);
+}
+
+static void
 test_empty(void **state)
 {
     tg_json_span_t v;
@@ -128,9 +158,13 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid_and_invalid), cmocka_unit_test(test_depth_limit),
-        cmocka_unit_test(test_object_iteration),  cmocka_unit_test(test_array_and_numbers),
-        cmocka_unit_test(test_decode_and_quote),  cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_valid_and_invalid),
+        cmocka_unit_test(test_depth_limit),
+        cmocka_unit_test(test_object_iteration),
+        cmocka_unit_test(test_array_and_numbers),
+        cmocka_unit_test(test_decode_and_quote),
+        cmocka_unit_test(test_iterate_text),
+        cmocka_unit_test(test_empty),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -45,7 +45,26 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *copy = malloc(size ? size : 1);
     memcpy(copy, data, size);
     tg_json_span_t v;
-    if (tg_json_parse(copy, size, &v) == 0) {
+    int parsed = tg_json_parse(copy, size, &v) == 0;
+
+    /* the one-pass walk of a whole text must agree with tg_json_parse about containers */
+    tg_json_iter_t it;
+    tg_json_type_t type;
+    if (tg_json_iter_init_text(&it, copy, size, &type) == 0) {
+        tg_json_span_t k, x, top;
+        int rv;
+        if (type == TG_JSON_OBJECT)
+            while ((rv = tg_json_object_next(&it, &k, &x)) == 1)
+                ;
+        else
+            while ((rv = tg_json_array_next(&it, &x)) == 1)
+                ;
+        int walked = rv == 0 && tg_json_iter_finish(&it, &top) == 0;
+        if (walked != parsed || (walked && (top.p != v.p || top.len != v.len)))
+            abort();
+    }
+
+    if (parsed) {
         walk(v, 0);
         tg_json_span_t m;
         tg_json_object_get(v, "model", &m);

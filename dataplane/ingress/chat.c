@@ -100,14 +100,45 @@ record_usage(chat_t *c, uint32_t status)
 static void
 read_usage(chat_t *c, tg_json_span_t usage)
 {
-    tg_json_span_t v, details;
-    if (tg_json_object_get(usage, "prompt_tokens", &v) == 1)
-        tg_json_to_int64(v, &c->input_tokens);
-    if (tg_json_object_get(usage, "completion_tokens", &v) == 1)
-        tg_json_to_int64(v, &c->output_tokens);
-    if (tg_json_object_get(usage, "prompt_tokens_details", &details) == 1 && details.type == TG_JSON_OBJECT &&
-        tg_json_object_get(details, "cached_tokens", &v) == 1)
-        tg_json_to_int64(v, &c->cached_tokens);
+    tg_json_iter_t it;
+    tg_json_span_t k, v, cached;
+    tg_json_iter_init(&it, usage);
+    while (tg_json_object_next(&it, &k, &v) == 1) {
+        if (tg_json_string_eq(k, "prompt_tokens"))
+            tg_json_to_int64(v, &c->input_tokens);
+        else if (tg_json_string_eq(k, "completion_tokens"))
+            tg_json_to_int64(v, &c->output_tokens);
+        else if (tg_json_string_eq(k, "prompt_tokens_details") && v.type == TG_JSON_OBJECT &&
+                 tg_json_object_get(v, "cached_tokens", &cached) == 1)
+            tg_json_to_int64(cached, &c->cached_tokens);
+    }
+}
+
+enum { BODY_HAS_USAGE = 1, BODY_NO_CHOICES = 2, BODY_HAS_ERROR = 4 };
+
+/* One pass over an OpenAI response body or stream chunk: takes the usage, and says what it saw. A body
+ * that is not a JSON object yields 0 (it is relayed as it is, not judged here). */
+static int
+read_openai_body(chat_t *c, const char *data, size_t len)
+{
+    tg_json_iter_t it;
+    tg_json_span_t k, v;
+    tg_json_type_t type;
+    int seen = 0, rv;
+    if (tg_json_iter_init_text(&it, data, len, &type) != 0 || type != TG_JSON_OBJECT)
+        return 0;
+    while ((rv = tg_json_object_next(&it, &k, &v)) == 1) {
+        if (v.type == TG_JSON_OBJECT && tg_json_string_eq(k, "usage")) {
+            read_usage(c, v);
+            seen |= BODY_HAS_USAGE;
+        } else if (v.type == TG_JSON_ARRAY && tg_json_string_eq(k, "choices")) {
+            if (tg_json_is_empty(v))
+                seen |= BODY_NO_CHOICES;
+        } else if (v.type == TG_JSON_OBJECT && tg_json_string_eq(k, "error")) {
+            seen |= BODY_HAS_ERROR;
+        }
+    }
+    return rv == 0 ? seen : 0;
 }
 
 /* ---- buffers ---- */
@@ -165,18 +196,12 @@ on_sse_event(void *ctx, const tg_sse_event_t *ev)
 {
     chat_t *c = ctx;
     if (ev->has_data && !(ev->data_len == 6 && memcmp(ev->data, "[DONE]", 6) == 0)) {
-        tg_json_span_t chunk, usage, choices, err;
-        if (tg_json_parse(ev->data, ev->data_len, &chunk) == 0 && chunk.type == TG_JSON_OBJECT) {
-            int has_usage = tg_json_object_get(chunk, "usage", &usage) == 1 && usage.type == TG_JSON_OBJECT;
-            if (has_usage)
-                read_usage(c, usage);
-            if (tg_json_object_get(chunk, "error", &err) == 1 && err.type == TG_JSON_OBJECT)
-                c->stream_failed = 1;
-            /* the usage-only chunk we asked for on the client's behalf is not theirs to see */
-            if (has_usage && !c->client_wants_usage && tg_json_object_get(chunk, "choices", &choices) == 1 &&
-                tg_json_is_empty(choices))
-                return 0;
-        }
+        int seen = read_openai_body(c, ev->data, ev->data_len);
+        if (seen & BODY_HAS_ERROR)
+            c->stream_failed = 1;
+        /* the usage-only chunk we asked for on the client's behalf is not theirs to see */
+        if ((seen & (BODY_HAS_USAGE | BODY_NO_CHOICES)) == (BODY_HAS_USAGE | BODY_NO_CHOICES) && !c->client_wants_usage)
+            return 0;
     }
     return buf_append(&c->pending, ev->raw, ev->raw_len);
 }
@@ -243,12 +268,8 @@ send_buffered_response(chat_t *c)
 {
     h2o_req_t *req = c->req;
     long status = c->call.status;
-    if (status == 200) {
-        tg_json_span_t top, usage;
-        if (tg_json_parse(c->response.base, c->response.len, &top) == 0 && top.type == TG_JSON_OBJECT &&
-            tg_json_object_get(top, "usage", &usage) == 1 && usage.type == TG_JSON_OBJECT)
-            read_usage(c, usage);
-    }
+    if (status == 200)
+        read_openai_body(c, c->response.base, c->response.len);
     req->res.status = (int)status;
     req->res.reason = tg_http_reason((int)status);
     const char *ct = c->call.content_type[0] ? c->call.content_type : "application/json";

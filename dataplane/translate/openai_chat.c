@@ -7,11 +7,11 @@ dp_openai_chat_parse(const char *body, size_t len, dp_openai_chat_t *ret)
 {
     tg_json_span_t k, v;
     tg_json_iter_t it;
+    tg_json_type_t type;
     int rv;
     memset(ret, 0, sizeof(*ret));
-    if (body == NULL || tg_json_parse(body, len, &ret->top) != 0 || ret->top.type != TG_JSON_OBJECT)
+    if (body == NULL || tg_json_iter_init_text(&it, body, len, &type) != 0 || type != TG_JSON_OBJECT)
         return -1;
-    tg_json_iter_init(&it, ret->top);
     while ((rv = tg_json_object_next(&it, &k, &v)) == 1) {
         if (tg_json_string_eq(k, "model"))
             ret->model = v;
@@ -22,7 +22,7 @@ dp_openai_chat_parse(const char *body, size_t len, dp_openai_chat_t *ret)
         else if (tg_json_string_eq(k, "messages"))
             ret->messages = v;
     }
-    return rv == 0 ? 0 : -1;
+    return rv == 0 && tg_json_iter_finish(&it, &ret->top) == 0 ? 0 : -1;
 }
 
 static void

@@ -37,6 +37,7 @@ typedef struct tg_json_span {
 } tg_json_span_t;
 
 typedef struct tg_json_iter {
+    const char *start; /* the container's opening bracket */
     const char *p, *end;
     int depth; /* of the container being iterated */
     int first;
@@ -47,6 +48,14 @@ int tg_json_parse(const char *s, size_t len, tg_json_span_t *ret_value);
 
 /* Starts iterating an object or array span produced by this module. -1 if the span is of another type. */
 int tg_json_iter_init(tg_json_iter_t *it, tg_json_span_t container);
+/*
+ * Iterates the object or array that a whole JSON text consists of, validating as it goes: one pass
+ * where tg_json_parse() followed by an iteration would make two. After a *_next call returned 0,
+ * tg_json_iter_finish() checks that only white space follows and gives the container's span.
+ */
+int tg_json_iter_init_text(tg_json_iter_t *it, const char *s, size_t len, tg_json_type_t *ret_type);
+int tg_json_iter_finish(tg_json_iter_t *it, tg_json_span_t *ret_container);
+
 int tg_json_object_next(tg_json_iter_t *it, tg_json_span_t *ret_key, tg_json_span_t *ret_value);
 int tg_json_array_next(tg_json_iter_t *it, tg_json_span_t *ret_value);
 
