@@ -41,6 +41,7 @@ static struct {
     size_t queued_bytes, queued_records, n_batches;
     uint64_t next_sequence;
     int stopping;
+    int warned_large; /* once per episode of a large queue */
     uint64_t deadline_ns;
     nng_socket sock;
 } shipper = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
@@ -159,9 +160,11 @@ dp_usage_flush(dp_usage_buffer_t *b)
     bt->payload = payload;
     bt->len = n;
     enqueue(bt);
-    if (shipper.queued_bytes > MAX_QUEUED_BYTES)
+    if (shipper.queued_bytes > MAX_QUEUED_BYTES && !shipper.warned_large) {
+        shipper.warned_large = 1;
         tg_warn("dp.usage.queue_large", "bytes=%zu records=%zu: the control plane is not taking usage",
                 shipper.queued_bytes, shipper.queued_records);
+    }
     pthread_cond_signal(&shipper.cond);
     pthread_mutex_unlock(&shipper.lock);
     b->len = 0;
@@ -274,32 +277,28 @@ send_batch(batch_t *bt)
         nng_msg_free(msg);
         return -1;
     }
-    for (;;) {
-        tg_wire_msg_t reply;
-        rv = tg_wire_recv(shipper.sock, &dp_config.wire_key, &reply, 0);
-        if (rv != 0)
-            return -1;
-        int ok = -1;
-        if (reply.type == TOLLGATE__MSG_TYPE__MSG_USAGE_ACK) {
-            Tollgate__UsageAck *ack = tollgate__usage_ack__unpack(NULL, reply.len, reply.payload);
-            if (ack != NULL && ack->sequence == bt->sequence && strcmp(ack->instance_id, bt->instance_id) == 0) {
-                ok = 0;
-                if (ack->duplicate)
-                    tg_info("dp.usage.duplicate_ack", "instance=%s sequence=%llu", bt->instance_id,
-                            (unsigned long long)bt->sequence);
-            }
-            if (ack != NULL)
-                tollgate__usage_ack__free_unpacked(ack, NULL);
-        } else if (reply.type == TOLLGATE__MSG_TYPE__MSG_ERROR) {
-            Tollgate__Error *e = tollgate__error__unpack(NULL, reply.len, reply.payload);
-            tg_warn("dp.usage.rejected", "sequence=%llu reason=%s", (unsigned long long)bt->sequence,
-                    e ? e->message : "?");
-            if (e != NULL)
-                tollgate__error__free_unpacked(e, NULL);
+    tg_wire_msg_t reply;
+    if (tg_wire_recv(shipper.sock, &dp_config.wire_key, &reply, 0) != 0)
+        return -1;
+    int ok = -1;
+    if (reply.type == TOLLGATE__MSG_TYPE__MSG_USAGE_ACK) {
+        Tollgate__UsageAck *ack = tollgate__usage_ack__unpack(NULL, reply.len, reply.payload);
+        if (ack != NULL && ack->sequence == bt->sequence && strcmp(ack->instance_id, bt->instance_id) == 0) {
+            ok = 0;
+            if (ack->duplicate)
+                tg_info("dp.usage.duplicate_ack", "instance=%s sequence=%llu", bt->instance_id,
+                        (unsigned long long)bt->sequence);
         }
-        tg_wire_msg_dispose(&reply);
-        return ok;
+        if (ack != NULL)
+            tollgate__usage_ack__free_unpacked(ack, NULL);
+    } else if (reply.type == TOLLGATE__MSG_TYPE__MSG_ERROR) {
+        Tollgate__Error *e = tollgate__error__unpack(NULL, reply.len, reply.payload);
+        tg_warn("dp.usage.rejected", "sequence=%llu reason=%s", (unsigned long long)bt->sequence, e ? e->message : "?");
+        if (e != NULL)
+            tollgate__error__free_unpacked(e, NULL);
     }
+    tg_wire_msg_dispose(&reply);
+    return ok;
 }
 
 static void *
@@ -327,6 +326,8 @@ shipper_main(void *arg)
             shipper.queued_bytes -= bt->len;
             shipper.queued_records -= bt->count;
             shipper.n_batches--;
+            if (shipper.queued_bytes < MAX_QUEUED_BYTES / 2)
+                shipper.warned_large = 0;
             if (failures > 0)
                 tg_info("dp.usage.resumed", "after_failures=%d pending_records=%zu", failures, shipper.queued_records);
             free(bt->payload);

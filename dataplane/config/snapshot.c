@@ -46,19 +46,45 @@ table_size(size_t n)
 }
 
 static void
+free_headers(struct curl_slist *list)
+{
+    /* secrets do not linger in freed memory */
+    for (struct curl_slist *n = list; n != NULL; n = n->next)
+        explicit_bzero(n->data, strlen(n->data));
+    curl_slist_free_all(list);
+}
+
+/* Content-Type, an empty Expect (no 100-continue round trip), Accept for streams, and the key. */
+static int
+build_headers(dp_provider_key_t *k, const char *authorization)
+{
+    for (int h = 0; h < 2; h++) {
+        struct curl_slist *list = NULL, *n;
+        const char *lines[] = {"Content-Type: application/json", "Expect:",
+                               h == DP_HEADERS_STREAM ? "Accept: text/event-stream" : "Accept: application/json",
+                               authorization};
+        for (size_t i = 0; i < 4 && lines[i] != NULL; i++) {
+            if ((n = curl_slist_append(list, lines[i])) == NULL) {
+                free_headers(list);
+                return -1;
+            }
+            list = n;
+        }
+        k->headers[h] = list;
+    }
+    return 0;
+}
+
+static void
 snapshot_free(dp_snapshot_t *s)
 {
     if (s == NULL)
         return;
     for (size_t i = 0; i < s->n_providers; i++) {
         dp_provider_t *p = &s->providers[i];
-        for (size_t k = 0; k < p->n_keys; k++) {
-            if (p->keys[k].authorization != NULL) {
-                /* secrets do not linger in freed memory */
-                explicit_bzero(p->keys[k].authorization, strlen(p->keys[k].authorization));
-                free(p->keys[k].authorization);
-            }
-        }
+        for (size_t k = 0; k < p->n_keys; k++)
+            for (int h = 0; h < 2; h++)
+                free_headers(p->keys[k].headers[h]);
         free(p->keys);
         free(p->chat_url);
     }
@@ -125,24 +151,37 @@ build_provider(dp_provider_t *p, const Tollgate__ProviderAccount *pa, const tg_w
             snprintf(err, errlen, "provider %s key %s: sealed secret too short", pa->name, pk->id);
             return -1;
         }
-        size_t plen = sealed_len - TG_AEAD_OVERHEAD;
-        char *auth = malloc(7 + plen + 1);
+        static const char prefix[] = "Authorization: Bearer ";
+        size_t plen = sealed_len - TG_AEAD_OVERHEAD, pre = sizeof(prefix) - 1;
+        char *auth = malloc(pre + plen + 1);
         if (auth == NULL)
             return -1;
-        memcpy(auth, "Bearer ", 7);
-        if (tg_aead_open(wire_key->seal_key, pk->id, strlen(pk->id), pk->sealed_secret.data, sealed_len,
-                         (uint8_t *)auth + 7) != (int)plen) {
-            free(auth);
+        memcpy(auth, prefix, pre);
+        int opened = tg_aead_open(wire_key->seal_key, pk->id, strlen(pk->id), pk->sealed_secret.data, sealed_len,
+                                  (uint8_t *)auth + pre) == (int)plen;
+        auth[opened ? pre + plen : 0] = '\0';
+        dp_provider_key_t *dk = &p->keys[p->n_keys++];
+        int rv = opened ? build_headers(dk, auth) : -1;
+        explicit_bzero(auth, pre + plen);
+        free(auth);
+        if (!opened) {
             snprintf(err, errlen, "provider %s key %s: secret does not open with this cluster secret", pa->name,
                      pk->id);
             return -1;
         }
-        auth[7 + plen] = '\0';
-        p->keys[p->n_keys].id = pk->id;
-        p->keys[p->n_keys].authorization = auth;
-        p->keys[p->n_keys].weight = pk->weight ? pk->weight : 1;
-        p->total_weight += p->keys[p->n_keys].weight;
-        p->n_keys++;
+        if (rv != 0)
+            return -1;
+        dk->id = pk->id;
+        dk->weight = pk->weight ? pk->weight : 1;
+        p->total_weight += dk->weight;
+    }
+    if (p->n_keys == 0) {
+        /* a provider that takes no key still needs its headers */
+        p->keys[0].id = "";
+        p->keys[0].weight = p->total_weight = 1;
+        p->n_keys = 1;
+        if (build_headers(&p->keys[0], NULL) != 0)
+            return -1;
     }
     return 0;
 }

@@ -21,9 +21,15 @@ typedef struct dp_price {
     int64_t cached_input; /* 0: billed as input */
 } dp_price_t;
 
+#include <curl/curl.h>
+
+/* The request headers for upstream calls with one provider key, built once per snapshot rather than per
+ * request: [0] for JSON answers, [1] for streams. They carry the decrypted secret, wiped on free. */
+enum { DP_HEADERS_JSON = 0, DP_HEADERS_STREAM = 1 };
+
 typedef struct dp_provider_key {
-    const char *id;
-    char *authorization; /* "Bearer <secret>", decrypted at build time */
+    const char *id; /* "" for a provider without keys (Ollama, say) */
+    struct curl_slist *headers[2];
     uint32_t weight;
 } dp_provider_key_t;
 
@@ -31,8 +37,8 @@ typedef struct dp_provider {
     const char *id;
     const char *name;
     const char *kind;
-    char *chat_url; /* base_url + "/chat/completions" */
-    dp_provider_key_t *keys;
+    char *chat_url;          /* base_url + "/chat/completions" */
+    dp_provider_key_t *keys; /* at least one */
     size_t n_keys;
     uint32_t total_weight;
 } dp_provider_t;

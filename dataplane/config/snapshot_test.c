@@ -118,7 +118,14 @@ test_build_and_lookup(void **state)
 
     const dp_target_t *t = &ra->targets[0];
     assert_string_equal(t->provider->chat_url, "http://127.0.0.1:9/v1/chat/completions");
-    assert_string_equal(t->provider->keys[0].authorization, "Bearer sk-upstream");
+    const struct curl_slist *hl = t->provider->keys[0].headers[DP_HEADERS_STREAM];
+    int saw_auth = 0, saw_accept = 0;
+    for (; hl != NULL; hl = hl->next) {
+        saw_auth |= strcmp(hl->data, "Authorization: Bearer sk-upstream") == 0;
+        saw_accept |= strcmp(hl->data, "Accept: text/event-stream") == 0;
+    }
+    assert_true(saw_auth);
+    assert_true(saw_accept);
     assert_memory_equal(t->upstream_model_json, "\"up-\\\"model\\\"\"", t->upstream_model_json_len);
     assert_non_null(t->price);
     /* 30 in, 16 out at 2.5 / 10 USD per Mtok = 235000 nano-USD */

@@ -23,12 +23,6 @@ static struct {
     nng_socket sub, req;
 } sync_state;
 
-static uint64_t
-have_version(void)
-{
-    return dp_snapshot_current_version();
-}
-
 /* A published snapshot must be newer than ours (publications can be overtaken by a fetch); a fetched one
  * is the control plane's current state and wins whenever it differs, even when its version went back
  * (a database restored from a backup restarts the version sequence lower). */
@@ -43,7 +37,7 @@ apply(const uint8_t *payload, size_t len, int fetched)
         tg_error("dp.snapshot.rejected", "via=%s reason=%s", via, err);
         return;
     }
-    if (fetched ? s->version == have_version() : s->version <= have_version()) {
+    if (fetched ? s->version == dp_snapshot_current_version() : s->version <= dp_snapshot_current_version()) {
         dp_snapshot_unref(s);
         return;
     }
@@ -60,7 +54,7 @@ fetch(void)
 {
     Tollgate__SnapshotRequest rq = TOLLGATE__SNAPSHOT_REQUEST__INIT;
     rq.instance_id = dp_config.instance_id;
-    rq.have_version = have_version();
+    rq.have_version = dp_snapshot_current_version();
     int rv = tg_wire_send(sync_state.req, &dp_config.wire_key, TOLLGATE__MSG_TYPE__MSG_SNAPSHOT_REQUEST, &rq.base, 0);
     if (rv != 0)
         return -1;
@@ -92,7 +86,7 @@ sync_main(void *arg)
             } else {
                 if (failures++ == 0)
                     tg_warn("dp.sync.fetch_failed", "url=%s: serving on version %llu meanwhile", dp_config.cp_rep_url,
-                            (unsigned long long)have_version());
+                            (unsigned long long)dp_snapshot_current_version());
                 uint64_t backoff_ms = failures < 5 ? 100u << failures : 2000;
                 next_fetch_ns = tg_mono_ns() + backoff_ms * 1000000ull;
             }
@@ -111,9 +105,9 @@ sync_main(void *arg)
             apply(m.payload, m.len, 0);
         } else if (m.type == TOLLGATE__MSG_TYPE__MSG_HEARTBEAT) {
             Tollgate__Heartbeat *hb = tollgate__heartbeat__unpack(NULL, m.len, m.payload);
-            if (hb != NULL && hb->version != have_version() && !need_fetch) {
-                tg_info("dp.sync.version_gap", "have=%llu heartbeat=%llu", (unsigned long long)have_version(),
-                        (unsigned long long)hb->version);
+            if (hb != NULL && hb->version != dp_snapshot_current_version() && !need_fetch) {
+                tg_info("dp.sync.version_gap", "have=%llu heartbeat=%llu",
+                        (unsigned long long)dp_snapshot_current_version(), (unsigned long long)hb->version);
                 need_fetch = 1;
                 next_fetch_ns = 0;
             }

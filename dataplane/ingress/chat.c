@@ -347,8 +347,8 @@ on_dispose(void *p)
 static const dp_provider_key_t *
 pick_key(dp_worker_t *w, const dp_provider_t *p)
 {
-    if (p->n_keys <= 1)
-        return p->n_keys ? &p->keys[0] : NULL;
+    if (p->n_keys == 1)
+        return &p->keys[0];
     uint32_t x = (uint32_t)(dp_worker_rand(w) % p->total_weight);
     for (size_t i = 0; i < p->n_keys; i++) {
         if (x < p->keys[i].weight)
@@ -449,19 +449,9 @@ dp_chat_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id)
     c->call.data = c;
     atomic_fetch_add_explicit(&w->inflight, 1, memory_order_relaxed);
 
-    struct curl_slist *headers = NULL;
-    headers = curl_slist_append(headers, "Content-Type: application/json");
-    headers = curl_slist_append(headers, "Expect:");
-    if (stream)
-        headers = curl_slist_append(headers, "Accept: text/event-stream");
-    if (pkey != NULL) {
-        char *auth = h2o_mem_alloc_pool(&req->pool, strlen(pkey->authorization) + 16);
-        sprintf(auth, "Authorization: %s", pkey->authorization);
-        headers = curl_slist_append(headers, auth);
-    }
-    if (dp_upstream_call_start(w->upstream, &c->call, target->provider->chat_url, headers, upstream_body.base,
+    if (dp_upstream_call_start(w->upstream, &c->call, target->provider->chat_url,
+                               pkey->headers[stream ? DP_HEADERS_STREAM : DP_HEADERS_JSON], upstream_body.base,
                                upstream_body.len) != 0) {
-        curl_slist_free_all(headers);
         c->final_sent = 1;
         record_usage(c, 502);
         dp_send_error(req, 502, "upstream_error", "upstream_unreachable", NULL,

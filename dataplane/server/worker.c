@@ -82,18 +82,13 @@ on_usage_timer(uv_timer_t *t)
 }
 
 static void
-on_listener_closed(uv_handle_t *h)
-{
-}
-
-static void
 on_wakeup(uv_async_t *a)
 {
     dp_worker_t *w = a->data;
     int cmd = atomic_load(&w->command);
     if (cmd >= DP_WORKER_DRAIN && w->listening) {
         w->listening = 0;
-        uv_close((uv_handle_t *)&w->listener, on_listener_closed);
+        uv_close((uv_handle_t *)&w->listener, NULL);
         /* closes idle keep-alive connections and sends GOAWAY on HTTP/2 */
         h2o_context_request_shutdown(&w->ctx);
     }

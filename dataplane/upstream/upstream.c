@@ -210,7 +210,7 @@ on_header(char *buf, size_t size, size_t nitems, void *userdata)
 }
 
 int
-dp_upstream_call_start(dp_upstream_t *up, dp_upstream_call_t *call, const char *url, struct curl_slist *headers,
+dp_upstream_call_start(dp_upstream_t *up, dp_upstream_call_t *call, const char *url, const struct curl_slist *headers,
                        const char *body, size_t len)
 {
     CURL *easy = up->n_free_easy > 0 ? up->free_easy[--up->n_free_easy] : curl_easy_init();
@@ -218,7 +218,6 @@ dp_upstream_call_start(dp_upstream_t *up, dp_upstream_call_t *call, const char *
         return -1;
     call->upstream = up;
     call->easy = easy;
-    call->headers = headers;
     call->status = 0;
     call->content_type[0] = call->retry_after[0] = call->error[0] = '\0';
     call->paused = 0;
@@ -227,7 +226,7 @@ dp_upstream_call_start(dp_upstream_t *up, dp_upstream_call_t *call, const char *
     curl_easy_setopt(easy, CURLOPT_POST, 1L);
     curl_easy_setopt(easy, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, (struct curl_slist *)headers);
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, call);
     curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
@@ -272,8 +271,6 @@ dp_upstream_call_cancel(dp_upstream_call_t *call)
     else
         curl_easy_cleanup(call->easy);
     call->easy = NULL;
-    curl_slist_free_all(call->headers);
-    call->headers = NULL;
 }
 
 void

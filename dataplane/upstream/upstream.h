@@ -29,7 +29,6 @@ typedef struct dp_upstream_callbacks {
 struct dp_upstream_call {
     dp_upstream_t *upstream;
     CURL *easy;
-    struct curl_slist *headers;
     const dp_upstream_callbacks_t *cb;
     void *data;
     long status; /* HTTP status of the final response, 0 until known */
@@ -50,9 +49,9 @@ int dp_upstream_new(uv_loop_t *loop, const dp_upstream_options_t *opts, dp_upstr
 /* Cancels what is still running and closes the loop handles; the loop must run once more after this. */
 void dp_upstream_free(dp_upstream_t *up);
 
-/* Starts a POST. headers (taken over on success) and body must stay valid until on_done or cancel. */
-int dp_upstream_call_start(dp_upstream_t *up, dp_upstream_call_t *call, const char *url, struct curl_slist *headers,
-                           const char *body, size_t len);
+/* Starts a POST. url, headers and body stay the caller's and must stay valid until on_done or cancel. */
+int dp_upstream_call_start(dp_upstream_t *up, dp_upstream_call_t *call, const char *url,
+                           const struct curl_slist *headers, const char *body, size_t len);
 void dp_upstream_call_cancel(dp_upstream_call_t *call);
 void dp_upstream_call_resume(dp_upstream_call_t *call);
 
