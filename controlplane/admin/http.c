@@ -120,7 +120,7 @@ cp_admin_query(cp_admin_req_t *r, PGresult **ret_res, const char *what, const ch
  * Body and query accessors.
  */
 int
-cp_body_string(cp_admin_req_t *r, const char *field, int required, size_t maxlen, const char **ret)
+cp_body_field(cp_admin_req_t *r, const char *field, int required, json_t **ret)
 {
     json_t *v = json_object_get(r->body, field);
     *ret = NULL;
@@ -130,6 +130,19 @@ cp_body_string(cp_admin_req_t *r, const char *field, int required, size_t maxlen
         cp_http_error(r, 400, "invalid_request_error", "'%s' is required", field);
         return -1;
     }
+    *ret = v;
+    return 0;
+}
+
+int
+cp_body_string(cp_admin_req_t *r, const char *field, int required, size_t maxlen, const char **ret)
+{
+    json_t *v;
+    *ret = NULL;
+    if (cp_body_field(r, field, required, &v) != 0)
+        return -1;
+    if (v == NULL)
+        return 0;
     if (!json_is_string(v)) {
         cp_http_error(r, 400, "invalid_request_error", "'%s' must be a string", field);
         return -1;

@@ -43,6 +43,9 @@ void cp_http_db_error(cp_admin_req_t *r, const PGresult *res, const char *what);
 /*
  * Body accessors: 0 with *ret set (NULL when optional and absent or null), or -1 after answering 400.
  */
+/* The body field, or NULL when it is absent (or null) and optional. -1 after answering 400 when it is
+ * required and absent. */
+int cp_body_field(cp_admin_req_t *r, const char *field, int required, json_t **ret);
 int cp_body_string(cp_admin_req_t *r, const char *field, int required, size_t maxlen, const char **ret);
 int cp_body_uuid(cp_admin_req_t *r, const char *field, int required, const char **ret);
 /* Integer in [min, max]; `def` when absent. */

@@ -16,14 +16,12 @@
 static int
 price_field(cp_admin_req_t *r, const char *field, int required, char *buf, size_t bufsz, const char **ret)
 {
-    json_t *v = json_object_get(r->body, field);
+    json_t *v;
     *ret = NULL;
-    if (v == NULL || json_is_null(v)) {
-        if (!required)
-            return 0;
-        cp_http_error(r, 400, "invalid_request_error", "'%s' is required", field);
+    if (cp_body_field(r, field, required, &v) != 0)
         return -1;
-    }
+    if (v == NULL)
+        return 0;
     if (cp_decimal_from_json(v, buf, bufsz) != 0) {
         cp_http_error(r, 400, "invalid_request_error", "'%s' must be a non-negative number (USD per million tokens)",
                       field);
