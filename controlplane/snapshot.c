@@ -108,7 +108,7 @@ cp_snapshot_free(cp_snapshot_t *snap)
     " FROM virtual_keys WHERE status = 'active' AND (expires_at IS NULL OR expires_at > now()) ORDER BY id"
 #define SQL_PROVIDERS                                                                                                  \
     "SELECT p.id::text, p.name, p.kind, p.base_url,"                                                                   \
-    " (SELECT count(*) FROM provider_keys k WHERE k.provider_id = p.id)"                                               \
+    " (SELECT count(*) FROM provider_keys k WHERE k.provider_id = p.id), p.settings::text"                             \
     " FROM providers p ORDER BY p.id"
 #define SQL_PROVIDER_KEYS                                                                                              \
     "SELECT id::text, provider_id::text, encode(sealed_secret, 'hex'), weight"                                         \
@@ -278,9 +278,11 @@ load_providers(cp_t *cp, cp_snapshot_t *s)
         p->name = arena_strdup(s->arena, V(pres, i, 1));
         p->kind = arena_strdup(s->arena, V(pres, i, 2));
         p->base_url = arena_strdup(s->arena, V(pres, i, 3));
+        p->settings_json = arena_strdup(s->arena, V(pres, i, 5));
         size_t cap = strtoull(V(pres, i, 4), NULL, 10);
         p->keys = arena_calloc(s->arena, cap, sizeof(*p->keys));
-        if (p->id == NULL || p->name == NULL || p->kind == NULL || p->base_url == NULL || (cap > 0 && !p->keys))
+        if (p->id == NULL || p->name == NULL || p->kind == NULL || p->base_url == NULL || p->settings_json == NULL ||
+            (cap > 0 && !p->keys))
             goto fail;
         ptrs[i] = p;
     }

@@ -15,15 +15,72 @@
 #define MAX_WEIGHT     1000000
 
 #define PROVIDER_JSON                                                                                                  \
-    "json_build_object('id', p.id, 'name', p.name, 'kind', p.kind, 'base_url', p.base_url,"                            \
+    "json_build_object('id', p.id, 'name', p.name, 'kind', p.kind, 'base_url', p.base_url, 'settings', p.settings,"    \
     " 'api_keys', (SELECT coalesce(json_agg(json_build_object('id', k.id, 'masked', k.masked,"                         \
     " 'weight', k.weight) ORDER BY k.ordinal), '[]'::json) FROM provider_keys k WHERE k.provider_id = p.id),"          \
     " 'created_at', " CP_SQL_TS("p.created_at") ")"
 
+/* The adapters the dataplane has (dataplane/translate/tx.c), each with its default base URL ("": the
+ * account must give one; a {setting} is filled from the account's settings). */
+static const struct {
+    const char *kind;
+    const char *default_base_url;
+    const char *required_settings[3];
+} KINDS[] = {
+    {"openai", "https://api.openai.com/v1", {NULL}},
+    {"azure", "", {NULL}},
+    {"openai_compatible", "", {NULL}},
+    {"vllm", "", {NULL}},
+    {"openrouter", "https://openrouter.ai/api/v1", {NULL}},
+    {"mistral", "https://api.mistral.ai/v1", {NULL}},
+    {"groq", "https://api.groq.com/openai/v1", {NULL}},
+    {"ollama", "http://127.0.0.1:11434/v1", {NULL}},
+    {"ollama_native", "http://127.0.0.1:11434", {NULL}},
+    {"anthropic", "https://api.anthropic.com", {NULL}},
+    {"gemini", "https://generativelanguage.googleapis.com", {NULL}},
+    {"vertex", "https://{location}-aiplatform.googleapis.com", {"project", "location", NULL}},
+    {"bedrock", "https://bedrock-runtime.{region}.amazonaws.com", {"region", NULL}},
+    {"cohere", "https://api.cohere.com", {NULL}},
+};
+
 static int
-valid_kind(const char *kind)
+find_kind(const char *kind)
 {
-    return strcmp(kind, "openai") == 0;
+    for (size_t i = 0; i < sizeof(KINDS) / sizeof(KINDS[0]); i++)
+        if (strcmp(KINDS[i].kind, kind) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* The default base URL of a kind with its {setting} placeholders filled in (malloc'd), or NULL. */
+static char *
+default_base_url(int k, json_t *settings)
+{
+    const char *t = KINDS[k].default_base_url;
+    if (t[0] == '\0')
+        return NULL;
+    char *out = malloc(2048);
+    size_t n = 0;
+    while (out != NULL && *t != '\0' && n < 2000) {
+        const char *close;
+        if (*t == '{' && (close = strchr(t, '}')) != NULL) {
+            char name[64];
+            snprintf(name, sizeof(name), "%.*s", (int)(close - t - 1), t + 1);
+            const char *v = json_string_value(json_object_get(settings, name));
+            if (v != NULL && strcmp(name, "location") == 0 && strcmp(v, "global") == 0) {
+                /* Vertex's global endpoint has no location prefix */
+                n = (size_t)snprintf(out, 2048, "https://aiplatform.googleapis.com");
+                return out;
+            }
+            n += (size_t)snprintf(out + n, 2048 - n, "%s", v ? v : "");
+            t = close + 1;
+        } else {
+            out[n++] = *t++;
+        }
+    }
+    if (out != NULL)
+        out[n < 2047 ? n : 2047] = '\0';
+    return out;
 }
 
 static int
@@ -84,13 +141,52 @@ void
 cp_providers_create(cp_admin_req_t *r)
 {
     const char *name, *kind, *base_url;
+    json_t *settings;
     if (cp_body_string(r, "name", 1, 200, &name) != 0 || cp_body_string(r, "kind", 1, 32, &kind) != 0 ||
-        cp_body_string(r, "base_url", 1, 2048, &base_url) != 0)
+        cp_body_string(r, "base_url", 0, 2048, &base_url) != 0 || cp_body_field(r, "settings", 0, &settings) != 0)
         return;
-    if (!valid_kind(kind)) {
-        cp_http_error(r, 400, "invalid_request_error", "'kind' must be \"openai\"");
+    int k = find_kind(kind);
+    if (k < 0) {
+        cp_http_error(r, 400, "invalid_request_error",
+                      "'kind' must be one of openai, azure, openai_compatible, vllm, openrouter, mistral, groq, "
+                      "ollama, ollama_native, anthropic, gemini, vertex, bedrock, cohere");
         return;
     }
+    if (settings != NULL && !json_is_null(settings)) {
+        const char *key;
+        json_t *v;
+        if (!json_is_object(settings) || json_object_size(settings) > 32) {
+            cp_http_error(r, 400, "invalid_request_error", "'settings' must be an object of at most 32 strings");
+            return;
+        }
+        json_object_foreach(settings, key, v)
+        {
+            if (!json_is_string(v) || json_string_length(v) > 256 || strlen(key) > 64) {
+                cp_http_error(r, 400, "invalid_request_error", "'settings.%.64s' must be a string of at most 256 bytes",
+                              key);
+                return;
+            }
+        }
+    } else {
+        settings = NULL;
+    }
+    for (size_t i = 0; KINDS[k].required_settings[i] != NULL; i++) {
+        const char *v = json_string_value(json_object_get(settings, KINDS[k].required_settings[i]));
+        if (v == NULL || v[0] == '\0') {
+            cp_http_error(r, 400, "invalid_request_error", "a provider of kind '%s' needs 'settings.%s'", kind,
+                          KINDS[k].required_settings[i]);
+            return;
+        }
+    }
+    char *default_url = NULL;
+    if (base_url == NULL && (base_url = default_url = default_base_url(k, settings)) == NULL) {
+        cp_http_error(r, 400, "invalid_request_error", "a provider of kind '%s' needs 'base_url'", kind);
+        return;
+    }
+    char base_url_copy[2049];
+    snprintf(base_url_copy, sizeof(base_url_copy), "%s", base_url);
+    free(default_url);
+    base_url = base_url_copy;
     if (!valid_base_url(base_url)) {
         cp_http_error(r, 400, "invalid_request_error", "'base_url' must be an http:// or https:// URL");
         return;
@@ -100,15 +196,26 @@ cp_providers_create(cp_admin_req_t *r)
         cp_http_error(r, 400, "invalid_request_error", "'api_keys' must be an array of at most %d keys", MAX_API_KEYS);
         return;
     }
+    char *settings_text = settings != NULL ? json_dumps(settings, JSON_COMPACT) : strdup("{}");
+    if (settings_text == NULL) {
+        cp_http_error(r, 500, "server_error", "out of memory");
+        return;
+    }
 
     PGresult *res;
-    if (cp_admin_query(r, &res, "provider", "BEGIN", 0, NULL) != 0)
+    if (cp_admin_query(r, &res, "provider", "BEGIN", 0, NULL) != 0) {
+        free(settings_text);
         return;
+    }
     PQclear(res);
-    const char *params[] = {name, kind, base_url};
-    if (cp_admin_query(r, &res, "provider",
-                       "INSERT INTO providers (name, kind, base_url) VALUES ($1, $2, $3) RETURNING id::text", 3,
-                       params) != 0)
+    const char *params[] = {name, kind, base_url, settings_text};
+    int failed = cp_admin_query(r, &res, "provider",
+                                "INSERT INTO providers (name, kind, base_url, settings) VALUES ($1, $2, $3, $4::jsonb)"
+                                " RETURNING id::text",
+                                4, params);
+    free(settings_text);
+    settings_text = NULL;
+    if (failed)
         goto rollback;
     char id[CP_UUID_LEN + 1];
     snprintf(id, sizeof(id), "%s", PQgetvalue(res, 0, 0));

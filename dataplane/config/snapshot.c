@@ -54,16 +54,21 @@ free_headers(struct curl_slist *list)
     curl_slist_free_all(list);
 }
 
-/* Content-Type, an empty Expect (no 100-continue round trip), Accept for streams, and the key. */
+/* Content-Type, an empty Expect (no 100-continue round trip), Accept (by stream framing), and the auth lines
+ * of the provider's kind. */
 static int
-build_headers(dp_provider_key_t *k, const char *authorization)
+build_headers(dp_provider_key_t *k, const dp_provider_t *p, const char *auth1, const char *auth2)
 {
+    const char *stream_accept = p->ops->framing == TX_FRAMING_NDJSON ? "Accept: application/x-ndjson"
+                                : p->ops->framing == TX_FRAMING_EVENTSTREAM
+                                    ? "Accept: application/vnd.amazon.eventstream"
+                                    : "Accept: text/event-stream";
     for (int h = 0; h < 2; h++) {
         struct curl_slist *list = NULL, *n;
-        const char *lines[] = {"Content-Type: application/json", "Expect:",
-                               h == DP_HEADERS_STREAM ? "Accept: text/event-stream" : "Accept: application/json",
-                               authorization};
-        for (size_t i = 0; i < 4 && lines[i] != NULL; i++) {
+        const char *lines[] = {"Content-Type: application/json",
+                               "Expect:", h == DP_HEADERS_STREAM ? stream_accept : "Accept: application/json", auth1,
+                               auth2};
+        for (size_t i = 0; i < 5 && lines[i] != NULL; i++) {
             if ((n = curl_slist_append(list, lines[i])) == NULL) {
                 free_headers(list);
                 return -1;
@@ -75,6 +80,36 @@ build_headers(dp_provider_key_t *k, const char *authorization)
     return 0;
 }
 
+/* The static auth header lines of a key (malloc'd into ret1/ret2, either may stay NULL). */
+static int
+auth_lines(const dp_provider_t *p, dp_auth_t auth, const char *secret, char **ret1, char **ret2)
+{
+    *ret1 = *ret2 = NULL;
+    if (secret == NULL || auth != DP_AUTH_STATIC)
+        return 0;
+    int n;
+    if (strcmp(p->kind, "azure") == 0)
+        n = asprintf(ret1, "api-key: %s", secret);
+    else if (strcmp(p->kind, "anthropic") == 0) {
+        n = asprintf(ret1, "x-api-key: %s", secret);
+        if (n >= 0 && (*ret2 = strdup("anthropic-version: 2023-06-01")) == NULL)
+            n = -1;
+    } else if (strcmp(p->kind, "gemini") == 0)
+        n = asprintf(ret1, "x-goog-api-key: %s", secret);
+    else
+        n = asprintf(ret1, "Authorization: Bearer %s", secret);
+    return n < 0 ? -1 : 0;
+}
+
+static void
+free_secret(char *s)
+{
+    if (s != NULL) {
+        explicit_bzero(s, strlen(s));
+        free(s);
+    }
+}
+
 static void
 snapshot_free(dp_snapshot_t *s)
 {
@@ -82,15 +117,20 @@ snapshot_free(dp_snapshot_t *s)
         return;
     for (size_t i = 0; i < s->n_providers; i++) {
         dp_provider_t *p = &s->providers[i];
-        for (size_t k = 0; k < p->n_keys; k++)
+        for (size_t k = 0; k < p->n_keys; k++) {
             for (int h = 0; h < 2; h++)
                 free_headers(p->keys[k].headers[h]);
+            free_secret(p->keys[k].secret);
+        }
         free(p->keys);
-        free(p->chat_url);
+        free(p->base_url);
+        json_decref(p->settings);
     }
     for (size_t i = 0; i < s->n_routes; i++) {
-        for (size_t t = 0; t < s->routes[i].n_targets; t++)
+        for (size_t t = 0; t < s->routes[i].n_targets; t++) {
             free(s->routes[i].targets[t].upstream_model_json);
+            free(s->routes[i].targets[t].chat_url);
+        }
         free(s->routes[i].targets);
     }
     free(s->providers);
@@ -136,11 +176,22 @@ build_provider(dp_provider_t *p, const Tollgate__ProviderAccount *pa, const tg_w
     p->id = pa->id;
     p->name = pa->name;
     p->kind = pa->kind;
+    if ((p->ops = tx_provider_find(pa->kind)) == NULL) {
+        snprintf(err, errlen, "provider %s: unknown kind '%s'", pa->name, pa->kind);
+        return -1;
+    }
+    p->passthrough = tx_provider_is_openai_passthrough(pa->kind);
     size_t blen = strlen(pa->base_url);
     while (blen > 0 && pa->base_url[blen - 1] == '/')
         blen--;
-    if (asprintf(&p->chat_url, "%.*s/chat/completions", (int)blen, pa->base_url) < 0)
+    if ((p->base_url = strndup(pa->base_url, blen)) == NULL)
         return -1;
+    p->settings = pa->settings_json != NULL && pa->settings_json[0] != '\0' ? json_loads(pa->settings_json, 0, NULL)
+                                                                            : json_object();
+    if (!json_is_object(p->settings)) {
+        snprintf(err, errlen, "provider %s: settings are not a JSON object", pa->name);
+        return -1;
+    }
     p->keys = calloc(pa->n_keys ? pa->n_keys : 1, sizeof(*p->keys));
     if (p->keys == NULL)
         return -1;
@@ -151,36 +202,46 @@ build_provider(dp_provider_t *p, const Tollgate__ProviderAccount *pa, const tg_w
             snprintf(err, errlen, "provider %s key %s: sealed secret too short", pa->name, pk->id);
             return -1;
         }
-        static const char prefix[] = "Authorization: Bearer ";
-        size_t plen = sealed_len - TG_AEAD_OVERHEAD, pre = sizeof(prefix) - 1;
-        char *auth = malloc(pre + plen + 1);
-        if (auth == NULL)
+        size_t plen = sealed_len - TG_AEAD_OVERHEAD;
+        char *secret = malloc(plen + 1);
+        if (secret == NULL)
             return -1;
-        memcpy(auth, prefix, pre);
-        int opened = tg_aead_open(wire_key->seal_key, pk->id, strlen(pk->id), pk->sealed_secret.data, sealed_len,
-                                  (uint8_t *)auth + pre) == (int)plen;
-        auth[opened ? pre + plen : 0] = '\0';
-        dp_provider_key_t *dk = &p->keys[p->n_keys++];
-        int rv = opened ? build_headers(dk, auth) : -1;
-        explicit_bzero(auth, pre + plen);
-        free(auth);
-        if (!opened) {
+        if (tg_aead_open(wire_key->seal_key, pk->id, strlen(pk->id), pk->sealed_secret.data, sealed_len,
+                         (uint8_t *)secret) != (int)plen) {
+            free(secret);
             snprintf(err, errlen, "provider %s key %s: secret does not open with this cluster secret", pa->name,
                      pk->id);
             return -1;
         }
-        if (rv != 0)
-            return -1;
+        secret[plen] = '\0';
+        dp_provider_key_t *dk = &p->keys[p->n_keys++];
         dk->id = pk->id;
         dk->weight = pk->weight ? pk->weight : 1;
         p->total_weight += dk->weight;
+        /* Bedrock takes either SigV4 credentials (a JSON object) or a Bedrock API key (Bearer) */
+        if (strcmp(p->kind, "bedrock") == 0 && secret[0] == '{')
+            dk->auth = DP_AUTH_SIGV4;
+        else if (strcmp(p->kind, "vertex") == 0)
+            dk->auth = DP_AUTH_GCP_TOKEN;
+        char *a1, *a2;
+        int rv = auth_lines(p, dk->auth, secret, &a1, &a2);
+        if (rv == 0)
+            rv = build_headers(dk, p, a1, a2);
+        free_secret(a1);
+        free_secret(a2);
+        if (dk->auth != DP_AUTH_STATIC)
+            dk->secret = secret;
+        else
+            free_secret(secret);
+        if (rv != 0)
+            return -1;
     }
     if (p->n_keys == 0) {
         /* a provider that takes no key still needs its headers */
         p->keys[0].id = "";
         p->keys[0].weight = p->total_weight = 1;
         p->n_keys = 1;
-        if (build_headers(&p->keys[0], NULL) != 0)
+        if (build_headers(&p->keys[0], p, NULL, NULL) != 0)
             return -1;
     }
     return 0;
@@ -243,6 +304,14 @@ dp_snapshot_build(const uint8_t *buf, size_t len, const tg_wire_key_t *wire_key,
             dp_target_t *dt = &dr->targets[dr->n_targets++];
             dt->provider = prov;
             dt->upstream_model = rt->upstream_model;
+            dt->tx = (tx_target_t){.kind = prov->kind,
+                                   .base_url = prov->base_url,
+                                   .upstream_model = rt->upstream_model,
+                                   .settings = prov->settings};
+            char url[4096];
+            if (tx_openai_url(&dt->tx, "chat/completions", url, sizeof(url)) < 0 ||
+                (dt->chat_url = strdup(url)) == NULL)
+                goto fail;
             size_t mlen = strlen(rt->upstream_model);
             if ((dt->upstream_model_json = malloc(6 * mlen + 2)) == NULL)
                 goto fail;

@@ -22,14 +22,26 @@ typedef struct dp_price {
 } dp_price_t;
 
 #include <curl/curl.h>
+#include <jansson.h>
+#include "translate/tx.h"
 
 /* The request headers for upstream calls with one provider key, built once per snapshot rather than per
  * request: [0] for JSON answers, [1] for streams. They carry the decrypted secret, wiped on free. */
 enum { DP_HEADERS_JSON = 0, DP_HEADERS_STREAM = 1 };
 
+typedef enum dp_auth {
+    DP_AUTH_STATIC = 0, /* the key is in the prebuilt headers (or no key is needed) */
+    DP_AUTH_SIGV4,      /* AWS SigV4 per request, from secret = {"access_key_id", "secret_access_key", ...} */
+    DP_AUTH_GCP_TOKEN,  /* OAuth access token from a service account (secret), cached and refreshed */
+} dp_auth_t;
+
 typedef struct dp_provider_key {
     const char *id; /* "" for a provider without keys (Ollama, say) */
+    dp_auth_t auth;
     struct curl_slist *headers[2];
+    /* The decrypted secret, kept only where every request signs with it (Bedrock's SigV4 keys, Vertex's
+     * service account); NULL otherwise. Wiped on free. */
+    char *secret;
     uint32_t weight;
 } dp_provider_key_t;
 
@@ -37,14 +49,19 @@ typedef struct dp_provider {
     const char *id;
     const char *name;
     const char *kind;
-    char *chat_url;          /* base_url + "/chat/completions" */
-    dp_provider_key_t *keys; /* at least one */
+    const tx_provider_ops_t *ops; /* the adapter; never NULL (unknown kinds are refused at build) */
+    int passthrough;              /* takes OpenAI chat bodies with only the model rewritten */
+    char *base_url;               /* without a trailing slash */
+    json_t *settings;             /* an object, never NULL */
+    dp_provider_key_t *keys;      /* at least one */
     size_t n_keys;
     uint32_t total_weight;
 } dp_provider_t;
 
 typedef struct dp_target {
     const dp_provider_t *provider;
+    tx_target_t tx; /* what the translators need to know of it */
+    char *chat_url; /* passthrough chat completions URL */
     const char *upstream_model;
     char *upstream_model_json; /* quoted and escaped, ready to splice into a body */
     size_t upstream_model_json_len;

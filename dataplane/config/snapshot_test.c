@@ -117,7 +117,7 @@ test_build_and_lookup(void **state)
     assert_true(dp_vkey_allows(k2, "alias-b", 7));
 
     const dp_target_t *t = &ra->targets[0];
-    assert_string_equal(t->provider->chat_url, "http://127.0.0.1:9/v1/chat/completions");
+    assert_string_equal(t->chat_url, "http://127.0.0.1:9/v1/chat/completions");
     const struct curl_slist *hl = t->provider->keys[0].headers[DP_HEADERS_STREAM];
     int saw_auth = 0, saw_accept = 0;
     for (; hl != NULL; hl = hl->next) {

@@ -449,7 +449,7 @@ dp_chat_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id)
     c->call.data = c;
     atomic_fetch_add_explicit(&w->inflight, 1, memory_order_relaxed);
 
-    if (dp_upstream_call_start(w->upstream, &c->call, target->provider->chat_url,
+    if (dp_upstream_call_start(w->upstream, &c->call, target->chat_url,
                                pkey->headers[stream ? DP_HEADERS_STREAM : DP_HEADERS_JSON], upstream_body.base,
                                upstream_body.len) != 0) {
         c->final_sent = 1;

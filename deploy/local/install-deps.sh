@@ -11,7 +11,7 @@ PACKAGES=(
 	build-essential meson ninja-build pkg-config cmake
 	libuv1-dev libh2o-dev libssl-dev libcurl4-openssl-dev
 	libprotobuf-c-dev protobuf-c-compiler libnng-dev libcmocka-dev
-	libpq-dev postgresql-15 libjansson-dev
+	libpq-dev postgresql-15 libjansson-dev zlib1g-dev
 	curl ca-certificates clang
 )
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

@@ -31,14 +31,15 @@
 #include <jansson.h>
 #include <uv.h>
 
-#include "tollgate/http_status.h"
+#include "mock.h"
 #include "tollgate/env.h"
+#include "tollgate/http_status.h"
 
 #define MAX_BODY_SIZE  (16u << 20)
 #define MAX_THREADS    64
-#define DEFAULT_TOKENS 16
-#define MAX_TOKENS     100000
-#define MAX_DELAY_MS   600000
+#define DEFAULT_TOKENS MOCK_DEFAULT_TOKENS
+#define MAX_TOKENS     MOCK_MAX_TOKENS
+#define MAX_DELAY_MS   MOCK_MAX_DELAY_MS
 #define BATCH_BYTES    16384
 #define EVENT_SLACK    768 /* upper bound of one SSE event, not counting the shared prefix */
 
@@ -200,27 +201,30 @@ send_status_error(h2o_req_t *req, int status)
 
 /* ---------------------------------------------------------------- directives */
 
-struct directives {
-    int64_t tokens, cached, status, delay_ms, chunk_delay_ms, reset_after, error_after; /* -1: unset */
-};
-
 static const struct {
     const char *name;
     size_t off;
     int64_t max;
 } DIRECTIVES[] = {
-    {"tokens", offsetof(struct directives, tokens), MAX_TOKENS},
-    {"cached", offsetof(struct directives, cached), INT64_C(1) << 40},
-    {"status", offsetof(struct directives, status), 599},
-    {"delay_ms", offsetof(struct directives, delay_ms), MAX_DELAY_MS},
-    {"chunk_delay_ms", offsetof(struct directives, chunk_delay_ms), MAX_DELAY_MS},
-    {"reset_after", offsetof(struct directives, reset_after), MAX_TOKENS},
-    {"error_after", offsetof(struct directives, error_after), MAX_TOKENS},
+    {"tokens", offsetof(struct mock_directives, tokens), MAX_TOKENS},
+    {"cached", offsetof(struct mock_directives, cached), INT64_C(1) << 40},
+    {"status", offsetof(struct mock_directives, status), 599},
+    {"delay_ms", offsetof(struct mock_directives, delay_ms), MAX_DELAY_MS},
+    {"chunk_delay_ms", offsetof(struct mock_directives, chunk_delay_ms), MAX_DELAY_MS},
+    {"reset_after", offsetof(struct mock_directives, reset_after), MAX_TOKENS},
+    {"error_after", offsetof(struct mock_directives, error_after), MAX_TOKENS},
+    {"tool_calls", offsetof(struct mock_directives, tool_calls), 8},
 };
+
+void
+mock_directives_init(struct mock_directives *d)
+{
+    *d = (struct mock_directives){-1, -1, -1, -1, -1, -1, -1, -1};
+}
 
 /* name/value as found in text or a header; '-' in the name counts as '_'. Unknown names are ignored. */
 static void
-directive_set(struct directives *d, const char *name, size_t name_len, const char *value, size_t value_len)
+directive_set(struct mock_directives *d, const char *name, size_t name_len, const char *value, size_t value_len)
 {
     int64_t v = 0;
     if (value_len == 0 || value_len > 12)
@@ -244,9 +248,8 @@ directive_set(struct directives *d, const char *name, size_t name_len, const cha
     }
 }
 
-/* Finds every `[mock:a=1,b=2]` in text. */
-static void
-directives_scan(struct directives *d, const char *s, size_t n)
+void
+mock_directives_scan(struct mock_directives *d, const char *s, size_t n)
 {
     const char *end = s + n, *p = s;
     while ((p = memmem(p, end - p, "[mock:", 6)) != NULL) {
@@ -274,8 +277,8 @@ directives_scan(struct directives *d, const char *s, size_t n)
 
 /* ---------------------------------------------------------------- request recording */
 
-static void
-record_request(h2o_req_t *req, json_t *body)
+void
+mock_record(h2o_req_t *req, json_t *body)
 {
     json_t *headers = json_object();
     if (req->authority.base != NULL) /* h2o moves Host out of the header list */
@@ -365,6 +368,76 @@ on_mock_reset(h2o_req_t *req)
     json_decref(old_meta);
     json_decref(old_body);
     send_body(req, 200, "application/json", H2O_STRLIT("{}"));
+}
+
+/* ---------------------------------------------------------------- shared with the wire-format modules */
+
+void
+mock_directives_from_headers(struct mock_directives *d, h2o_req_t *req)
+{
+    for (size_t h = 0; h != req->headers.size; h++) {
+        const h2o_header_t *hd = req->headers.entries + h;
+        if (hd->name->len > 7 && h2o_lcstris(hd->name->base, 7, H2O_STRLIT("x-mock-")))
+            directive_set(d, hd->name->base + 7, hd->name->len - 7, hd->value.base, hd->value.len);
+    }
+}
+
+const char *
+mock_word(size_t i)
+{
+    return WORDS[i % 16];
+}
+
+const char *
+mock_tool_args(size_t i)
+{
+    static const char *const ARGS[] = {
+        "{\"location\":\"Paris\",\"unit\":\"celsius\"}",
+        "{\"location\":\"Tokyo\",\"unit\":\"celsius\"}",
+    };
+    return ARGS[i % 2];
+}
+
+uint64_t
+mock_next_seq(void)
+{
+    return __atomic_add_fetch(&next_request_id, 1, __ATOMIC_RELAXED);
+}
+
+const char *
+mock_api_key(void)
+{
+    return conf.api_key;
+}
+
+h2o_iovec_t
+mock_header(h2o_req_t *req, const char *lc_name)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, lc_name, strlen(lc_name), -1);
+    return i >= 0 ? req->headers.entries[i].value : h2o_iovec_init(NULL, 0);
+}
+
+void
+mock_add_header(h2o_req_t *req, const char *name, const char *value)
+{
+    add_header(req, name, strlen(name), value, strlen(value));
+}
+
+void
+mock_send_body(h2o_req_t *req, int status, const char *content_type, const char *body, size_t len)
+{
+    send_body(req, status, content_type, body, len);
+}
+
+void
+mock_send_json(h2o_req_t *req, int status, json_t *v)
+{
+    char *s = json_dumps(v, JSON_COMPACT);
+    size_t len = strlen(s);
+    char *body = h2o_mem_alloc_pool(&req->pool, len);
+    memcpy(body, s, len);
+    free(s);
+    send_body(req, status, "application/json", body, len);
 }
 
 /* ---------------------------------------------------------------- the reply generator */
@@ -625,11 +698,11 @@ on_timer(uv_timer_t *t)
 
 /* Bytes of a message content's text: a string, or the "text" of each {"type":"text"} part. */
 static size_t
-content_text(json_t *content, struct directives *scan_into)
+content_text(json_t *content, struct mock_directives *scan_into)
 {
     if (json_is_string(content)) {
         if (scan_into != NULL)
-            directives_scan(scan_into, json_string_value(content), json_string_length(content));
+            mock_directives_scan(scan_into, json_string_value(content), json_string_length(content));
         return json_string_length(content);
     }
     size_t total = 0, i;
@@ -643,7 +716,7 @@ content_text(json_t *content, struct directives *scan_into)
         if (type == NULL || strcmp(type, "text") != 0 || !json_is_string(text))
             continue;
         if (scan_into != NULL)
-            directives_scan(scan_into, json_string_value(text), json_string_length(text));
+            mock_directives_scan(scan_into, json_string_value(text), json_string_length(text));
         total += json_string_length(text);
     }
     return total;
@@ -675,13 +748,13 @@ int_field(json_t *obj, const char *name)
 static void
 on_chat(h2o_req_t *req)
 {
-    uint64_t seq = __atomic_add_fetch(&next_request_id, 1, __ATOMIC_RELAXED);
+    uint64_t seq = mock_next_seq();
     char rid[40];
     int rid_len = snprintf(rid, sizeof(rid), "req_mock_%" PRIu64, seq);
     add_header(req, H2O_STRLIT("x-request-id"), h2o_strdup(&req->pool, rid, rid_len).base, rid_len);
 
     json_t *root = req->entity.base != NULL ? json_loadb(req->entity.base, req->entity.len, 0, NULL) : NULL;
-    record_request(req, root);
+    mock_record(req, root);
     if (check_auth(req) != 0)
         goto done;
     if (!json_is_object(root)) {
@@ -699,7 +772,8 @@ on_chat(h2o_req_t *req)
         goto done;
     }
 
-    struct directives d = {-1, -1, -1, -1, -1, -1, -1};
+    struct mock_directives d;
+    mock_directives_init(&d);
     size_t last_user = SIZE_MAX, i;
     json_t *msg;
     json_array_foreach(messages, i, msg)
@@ -714,11 +788,7 @@ on_chat(h2o_req_t *req)
         size_t bytes = content_text(json_object_get(msg, "content"), i == last_user ? &d : NULL);
         prompt_tokens += 4 + (bytes + 3) / 4;
     }
-    for (size_t h = 0; h != req->headers.size; h++) {
-        const h2o_header_t *hd = req->headers.entries + h;
-        if (hd->name->len > 7 && h2o_lcstris(hd->name->base, 7, H2O_STRLIT("x-mock-")))
-            directive_set(&d, hd->name->base + 7, hd->name->len - 7, hd->value.base, hd->value.len);
-    }
+    mock_directives_from_headers(&d, req);
 
     struct mock_gen *g = h2o_mem_alloc_shared(&req->pool, sizeof(*g), on_gen_dispose);
     memset(g, 0, sizeof(*g));
@@ -780,6 +850,11 @@ on_req(h2o_handler_t *self, h2o_req_t *req)
     int is_get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
     int is_post = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
 
+    /* the other providers' wire formats first: their paths never end in /chat/completions, except
+     * Azure's and the quirky OpenAI-compatible ones, which that module tells apart by path or header */
+    if (mock_openai_quirks_route(req) || mock_anthropic_route(req) || mock_gemini_route(req) ||
+        mock_bedrock_route(req) || mock_cohere_route(req) || mock_ollama_route(req))
+        return 0;
     if (ends_with(path, H2O_STRLIT("/chat/completions"))) {
         if (is_post)
             on_chat(req);

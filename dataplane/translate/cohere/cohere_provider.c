@@ -1,0 +1,6 @@
+/*
+ * Cohere v2 as an upstream provider (to be written).
+ */
+#include "translate/tx.h"
+
+const tx_provider_ops_t tx_cohere_provider = {.kind = "cohere"};

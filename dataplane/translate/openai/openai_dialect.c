@@ -1,0 +1,6 @@
+/*
+ * OpenAI as a client dialect (to be written).
+ */
+#include "translate/tx.h"
+
+const tx_dialect_ops_t tx_openai_dialect = {.name = "openai"};

@@ -1,0 +1,81 @@
+/*
+ * The mock provider's internal API: what the core (mock_provider.c: server, recording, directives, the
+ * fast OpenAI path) shares with the wire-format modules (mock_<provider>.c), and the event-list reply
+ * engine (mock_reply.c) those modules answer with.
+ *
+ * Every wire format works out the same scenario from a request: prompt tokens by the formula in
+ * README.md, the same completion words, the same directives. So a test can predict exact token counts
+ * whichever provider's format sits behind the gateway.
+ */
+#ifndef MOCK_H
+#define MOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <h2o.h>
+#include <jansson.h>
+
+#define MOCK_DEFAULT_TOKENS 16
+#define MOCK_MAX_TOKENS     100000
+#define MOCK_MAX_DELAY_MS   600000
+
+/* -1: unset. See README.md for each directive's meaning. */
+struct mock_directives {
+    int64_t tokens, cached, status, delay_ms, chunk_delay_ms, reset_after, error_after, tool_calls;
+};
+
+void mock_directives_init(struct mock_directives *d);
+/* Finds every `[mock:a=1,b=2]` in text. */
+void mock_directives_scan(struct mock_directives *d, const char *s, size_t n);
+/* x-mock-<name> request headers; they win over text directives, so call this last. */
+void mock_directives_from_headers(struct mock_directives *d, h2o_req_t *req);
+
+/* Prompt tokens contributed by one message whose text is `bytes` long: 4 + ceil(bytes / 4). */
+static inline int64_t
+mock_message_tokens(size_t bytes)
+{
+    return 4 + (int64_t)((bytes + 3) / 4);
+}
+/* Completion token i (0-based): the fixed word list, cycling. */
+const char *mock_word(size_t i);
+/* The mock's tool-call arguments for call i (JSON object text), the same in every format. */
+const char *mock_tool_args(size_t i);
+
+/* A new process-wide request number (for ids: req_mock_<n>). */
+uint64_t mock_next_seq(void);
+/* Records the request for /__mock/last and counts it for /__mock/stats. body may be NULL. */
+void mock_record(h2o_req_t *req, json_t *body);
+/* The configured --api-key, or NULL when any key is accepted. */
+const char *mock_api_key(void);
+/* A request header's value (first occurrence), or a NULL base. */
+h2o_iovec_t mock_header(h2o_req_t *req, const char *lc_name);
+
+void mock_add_header(h2o_req_t *req, const char *name, const char *value);
+/* Sends a complete body; body must live in req->pool (or be static). */
+void mock_send_body(h2o_req_t *req, int status, const char *content_type, const char *body, size_t len);
+/* Sends a JSON value as the body (the value stays the caller's). */
+void mock_send_json(h2o_req_t *req, int status, json_t *v);
+
+/*
+ * The event-list reply: the module queues the body (one event) or the stream's events up front, then
+ * starts it. delay_ms waits before the headers; chunk_delay_ms waits before every event after the first.
+ * mock_reply_cut marks a point where the connection is aborted (reset_after): events queued after it
+ * are never sent. The reply lives in req->pool and frees itself.
+ */
+struct mock_reply;
+struct mock_reply *mock_reply_new(h2o_req_t *req, int status, const char *content_type);
+void mock_reply_event(struct mock_reply *r, const void *bytes, size_t len);
+void mock_reply_eventf(struct mock_reply *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void mock_reply_event_json(struct mock_reply *r, const char *prefix, json_t *v, const char *suffix);
+void mock_reply_cut(struct mock_reply *r);
+void mock_reply_start(struct mock_reply *r, const struct mock_directives *d);
+
+/* Wire-format modules: each returns 1 when it handled the request (its paths), else 0. */
+int mock_anthropic_route(h2o_req_t *req);
+int mock_gemini_route(h2o_req_t *req);
+int mock_bedrock_route(h2o_req_t *req);
+int mock_cohere_route(h2o_req_t *req);
+int mock_ollama_route(h2o_req_t *req);
+int mock_openai_quirks_route(h2o_req_t *req); /* Azure deployment URLs, Mistral and Groq checks */
+
+#endif
