@@ -79,6 +79,8 @@ int
 tg_sse_feed(tg_sse_parser_t *p, const char *buf, size_t len, tg_sse_cb cb, void *ctx)
 {
     int rv = 0;
+    if (len == 0)
+        return 0; /* nothing to scan; and memcpy from or to NULL is undefined even for 0 bytes */
     if (reserve(&p->raw, &p->raw_cap, p->raw_len + len) != 0)
         return -1;
     memcpy(p->raw + p->raw_len, buf, len);

@@ -1,6 +1,7 @@
 /*
- * The one place where responses that are not proxied bodies are built: OpenAI-style errors and small
- * JSON answers, with the headers every gateway response carries.
+ * The one place where responses that are not proxied bodies are built: errors in the client's dialect
+ * (through the dialect adapter's encode_error) and small JSON answers, with the headers every gateway
+ * response carries.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -28,40 +29,66 @@ dp_send_json(h2o_req_t *req, int status, const char *body, size_t len)
     h2o_send_inline(req, body, len);
 }
 
-static size_t
-put_nullable(char *out, const char *s)
+/* OpenAI's shape, for a dialect whose adapter cannot encode errors. */
+static int
+fallback_error(const tx_error_t *e, tg_buf_t *out)
 {
-    if (s == NULL) {
-        memcpy(out, "null", 4);
-        return 4;
-    }
-    return tg_json_quote(out, s, strlen(s));
+    int status = tx_error_status(e);
+    tg_buf_appends(out, "{\"error\":{\"message\":");
+    tg_buf_append_json_string(out, e->message, strlen(e->message));
+    tg_buf_appends(out, ",\"type\":");
+    tg_buf_appends(out, status >= 500 ? "\"server_error\"" : "\"invalid_request_error\"");
+    tg_buf_appends(out, ",\"param\":");
+    if (e->param[0] != '\0')
+        tg_buf_append_json_string(out, e->param, strlen(e->param));
+    else
+        tg_buf_appends(out, "null");
+    tg_buf_appends(out, ",\"code\":");
+    if (e->code[0] != '\0')
+        tg_buf_append_json_string(out, e->code, strlen(e->code));
+    else
+        tg_buf_appends(out, "null");
+    tg_buf_appends(out, "}}\n");
+    return status;
 }
 
 void
-dp_send_error(h2o_req_t *req, int status, const char *type, const char *code, const char *param, const char *fmt, ...)
+dp_send_tx_error(h2o_req_t *req, tx_dialect_t dialect, const tx_error_t *e, const char *request_id)
 {
-    char message[512];
+    const tx_dialect_ops_t *d = tx_dialect_get(dialect);
+    tg_buf_t out = {0};
+    int status = d != NULL && d->encode_error != NULL ? d->encode_error(e, request_id, &out) : fallback_error(e, &out);
+    if (out.len == 0) {
+        tg_buf_free(&out);
+        status = fallback_error(e, &out);
+    }
+    char *body = h2o_mem_alloc_pool(&req->pool, out.len ? out.len : 1);
+    memcpy(body, out.base, out.len);
+    size_t len = out.len;
+    tg_buf_free(&out);
+    if (status == 429 && h2o_find_header(&req->res.headers, H2O_TOKEN_RETRY_AFTER, -1) < 0)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+    dp_send_json(req, status, body, len);
+}
+
+void
+dp_send_error(h2o_req_t *req, tx_dialect_t dialect, int status, const char *code, const char *param, const char *fmt,
+              ...)
+{
+    tx_error_t e = {.status = status, .kind = tx_error_kind_of_status(status)};
+    snprintf(e.code, sizeof(e.code), "%s", code ? code : "");
+    snprintf(e.param, sizeof(e.param), "%s", param ? param : "");
     va_list ap;
     va_start(ap, fmt);
-    int mlen = vsnprintf(message, sizeof(message), fmt, ap);
+    vsnprintf(e.message, sizeof(e.message), fmt, ap);
     va_end(ap);
-    if (mlen < 0)
-        mlen = 0;
-    if ((size_t)mlen >= sizeof(message))
-        mlen = sizeof(message) - 1;
-
-    size_t cap = 64 + 6 * (mlen + strlen(type) + (code ? strlen(code) : 4) + (param ? strlen(param) : 4)) + 16;
-    char *body = h2o_mem_alloc_pool(&req->pool, cap);
-    size_t n = 0;
-    n += sprintf(body + n, "{\"error\":{\"message\":");
-    n += tg_json_quote(body + n, message, mlen);
-    n += sprintf(body + n, ",\"type\":");
-    n += tg_json_quote(body + n, type, strlen(type));
-    n += sprintf(body + n, ",\"param\":");
-    n += put_nullable(body + n, param);
-    n += sprintf(body + n, ",\"code\":");
-    n += put_nullable(body + n, code);
-    n += sprintf(body + n, "}}\n");
-    dp_send_json(req, status, body, n);
+    ssize_t i = h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("x-request-id"), -1);
+    const char *rid = NULL;
+    char rid_buf[DP_REQUEST_ID_MAX];
+    if (i >= 0 && req->res.headers.entries[i].value.len < sizeof(rid_buf)) {
+        memcpy(rid_buf, req->res.headers.entries[i].value.base, req->res.headers.entries[i].value.len);
+        rid_buf[req->res.headers.entries[i].value.len] = '\0';
+        rid = rid_buf;
+    }
+    dp_send_tx_error(req, dialect, &e, rid);
 }

@@ -7,7 +7,7 @@ int
 dp_models_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id)
 {
     dp_snapshot_t *s;
-    const dp_vkey_t *key = dp_admit(req, w, &s);
+    const dp_vkey_t *key = dp_admit(req, w, TX_DIALECT_OPENAI, &s);
     if (key == NULL)
         return 0;
 

@@ -20,9 +20,27 @@ tx_fail(tx_error_t *e, tx_error_kind_t kind, const char *code, const char *param
     snprintf(e->param, sizeof(e->param), "%s", param ? param : "");
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->message, sizeof(e->message), fmt, ap);
+    int n = vsnprintf(e->message, sizeof(e->message), fmt, ap);
     va_end(ap);
+    if (n >= (int)sizeof(e->message)) {
+        /* truncated: never leave half a UTF-8 character, the message goes into JSON */
+        size_t len = sizeof(e->message) - 1, lead = len;
+        while (lead > 0 && ((unsigned char)e->message[lead - 1] & 0xC0) == 0x80)
+            lead--;
+        if (lead > 0) {
+            unsigned char c = (unsigned char)e->message[lead - 1];
+            size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+            if (lead - 1 + need > len)
+                e->message[lead - 1] = '\0';
+        }
+    }
     return -1;
+}
+
+int
+tx_oom(tx_error_t *e)
+{
+    return tx_fail(e, TX_ERR_SERVER, "out_of_memory", NULL, "The gateway ran out of memory.");
 }
 
 static const int kind_status[] = {
@@ -191,11 +209,11 @@ tx_parse_json(const char *body, size_t len, tg_arena_t *a, tx_error_t *err)
 char *
 tx_dump_json(const json_t *v, tg_arena_t *a, size_t *ret_len)
 {
-    size_t n = json_dumpb(v, NULL, 0, JSON_COMPACT);
+    size_t n = json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_REAL_PRECISION(15));
     if (n == 0)
         return NULL;
     char *p = tg_arena_alloc(a, n + 1);
-    if (p == NULL || json_dumpb(v, p, n, JSON_COMPACT) != n)
+    if (p == NULL || json_dumpb(v, p, n, JSON_COMPACT | JSON_REAL_PRECISION(15)) != n)
         return NULL;
     p[n] = '\0';
     if (ret_len != NULL)

@@ -59,6 +59,8 @@ typedef struct tx_error {
 /* Fills e (truncating safely). Returns -1 so that decoders can `return tx_fail(...)`. */
 int tx_fail(tx_error_t *e, tx_error_kind_t kind, const char *code, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+/* The gateway ran out of memory (500, out_of_memory). Returns -1. */
+int tx_oom(tx_error_t *e);
 /* The default status of a kind, and the kind of a status. */
 int tx_error_status(const tx_error_t *e);
 tx_error_kind_t tx_error_kind_of_status(int status);
@@ -253,7 +255,9 @@ typedef struct tx_event {
     const tx_error_t *error;
 } tx_event_t;
 
-/* Receives events; a non-zero return stops the decoder, which returns it. */
+/* Receives events; a non-zero return stops the decoder, which returns it. An event's text, signature,
+ * id, name and model may point into the frame being decoded: they are valid only during the call, and a
+ * dialect that keeps any of them (a tool call's name, say) copies it. */
 typedef int (*tx_emit_fn)(void *ctx, const tx_event_t *ev);
 
 /* How an upstream stream is cut into messages before its adapter sees them. */
@@ -330,6 +334,10 @@ typedef struct tx_dialect_ops {
      * none). TX_EV_ERROR must produce the dialect's in-stream error; TX_EV_END its normal ending. */
     const char *stream_content_type;
     int (*stream_event)(tx_stream_state_t *st, const tx_request_t *r, const tx_event_t *ev, tg_buf_t *out);
+    /* Releases what stream_event holds in st (Gemini: the arguments of an open tool call) when a stream is
+     * abandoned before TX_EV_END or TX_EV_ERROR, e.g. the client went away. NULL: nothing to release.
+     * Callers may call it after any stream, ended or not, and more than once. */
+    void (*stream_dispose)(tx_stream_state_t *st);
 } tx_dialect_ops_t;
 
 /* ---------------------------------------------------------------- registry and shared helpers */

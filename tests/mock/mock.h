@@ -36,6 +36,11 @@ mock_message_tokens(size_t bytes)
 {
     return 4 + (int64_t)((bytes + 3) / 4);
 }
+/* UTF-8 bytes of a message content's text: a string, or the "text" of each {"type":"text"} part (OpenAI,
+ * Anthropic and Cohere shapes); scans them for directives when scan_into is not NULL. */
+size_t mock_content_text(json_t *content, struct mock_directives *scan_into);
+/* A non-negative integer member, or -1. */
+int64_t mock_int_field(json_t *obj, const char *name);
 /* Completion token i (0-based): the fixed word list, cycling. */
 const char *mock_word(size_t i);
 /* The mock's tool-call arguments for call i (JSON object text), the same in every format. */
@@ -77,5 +82,11 @@ int mock_bedrock_route(h2o_req_t *req);
 int mock_cohere_route(h2o_req_t *req);
 int mock_ollama_route(h2o_req_t *req);
 int mock_openai_quirks_route(h2o_req_t *req); /* Azure deployment URLs, Mistral and Groq checks */
+
+/* mock_openai_quirks.c: a chat reply with the tool_calls directive, in the OpenAI format. */
+void mock_openai_tool_reply(h2o_req_t *req, json_t *root, const struct mock_directives *d, uint64_t seq);
+/* Command-line settings of the wire-format modules. */
+void mock_bedrock_set_secret(const char *secret);      /* verify SigV4 with it */
+int mock_gemini_load_public_key(const char *pem_path); /* verify Vertex JWT assertions with it */
 
 #endif

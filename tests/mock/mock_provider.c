@@ -697,8 +697,8 @@ on_timer(uv_timer_t *t)
 /* ---------------------------------------------------------------- request handlers */
 
 /* Bytes of a message content's text: a string, or the "text" of each {"type":"text"} part. */
-static size_t
-content_text(json_t *content, struct mock_directives *scan_into)
+size_t
+mock_content_text(json_t *content, struct mock_directives *scan_into)
 {
     if (json_is_string(content)) {
         if (scan_into != NULL)
@@ -738,8 +738,8 @@ check_auth(h2o_req_t *req)
     return -1;
 }
 
-static int64_t
-int_field(json_t *obj, const char *name)
+int64_t
+mock_int_field(json_t *obj, const char *name)
 {
     json_t *v = json_object_get(obj, name);
     return json_is_integer(v) && json_integer_value(v) >= 0 ? json_integer_value(v) : -1;
@@ -785,10 +785,15 @@ on_chat(h2o_req_t *req)
     uint64_t prompt_tokens = 0;
     json_array_foreach(messages, i, msg)
     {
-        size_t bytes = content_text(json_object_get(msg, "content"), i == last_user ? &d : NULL);
+        size_t bytes = mock_content_text(json_object_get(msg, "content"), i == last_user ? &d : NULL);
         prompt_tokens += 4 + (bytes + 3) / 4;
     }
     mock_directives_from_headers(&d, req);
+    if (d.tool_calls > 0 && (d.status < 100 || d.status == 200)) {
+        /* tool calls are rare in tests: the event-list engine writes them, this fast generator only text */
+        mock_openai_tool_reply(req, root, &d, seq);
+        goto done;
+    }
 
     struct mock_gen *g = h2o_mem_alloc_shared(&req->pool, sizeof(*g), on_gen_dispose);
     memset(g, 0, sizeof(*g));
@@ -804,9 +809,9 @@ on_chat(h2o_req_t *req)
     g->reset_after = d.reset_after;
     g->error_after = d.error_after;
     g->ntokens = d.tokens >= 0 ? (uint32_t)d.tokens : DEFAULT_TOKENS;
-    int64_t max = int_field(root, "max_completion_tokens");
+    int64_t max = mock_int_field(root, "max_completion_tokens");
     if (max < 0)
-        max = int_field(root, "max_tokens");
+        max = mock_int_field(root, "max_tokens");
     if (max >= 0 && max < g->ntokens) {
         g->ntokens = (uint32_t)max;
         g->length_cut = 1;
@@ -945,7 +950,8 @@ open_listener(const struct sockaddr_storage *addr, socklen_t len)
 static void
 usage(void)
 {
-    fprintf(stderr, "usage: tollgate-mock-provider --listen HOST:PORT [--api-key KEY] [--threads N]\n");
+    fprintf(stderr, "usage: tollgate-mock-provider --listen HOST:PORT [--api-key KEY] [--threads N] "
+                    "[--aws-secret-access-key SECRET] [--gcp-public-key PEM_FILE]\n");
     exit(2);
 }
 
@@ -961,7 +967,14 @@ main(int argc, char **argv)
             listen_at = argv[++i];
         else if (strcmp(argv[i], "--api-key") == 0)
             conf.api_key = argv[++i];
-        else if (strcmp(argv[i], "--threads") == 0)
+        else if (strcmp(argv[i], "--aws-secret-access-key") == 0) /* Bedrock: verify SigV4 with it */
+            mock_bedrock_set_secret(argv[++i]);
+        else if (strcmp(argv[i], "--gcp-public-key") == 0) { /* Vertex: verify JWT assertions at /token */
+            if (mock_gemini_load_public_key(argv[++i]) != 0) {
+                fprintf(stderr, "mock-provider: cannot read a public key from %s\n", argv[i]);
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--threads") == 0)
             nthreads = atoi(argv[++i]);
         else
             usage();

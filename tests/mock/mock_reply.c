@@ -76,16 +76,17 @@ static void
 send_next(struct mock_reply *r)
 {
     size_t limit = r->cut < r->n_events ? r->cut : r->n_events;
+    int cut = r->cut != SIZE_MAX; /* a cut aborts even when nothing was queued after it */
     if (r->next >= limit) {
         r->done = 1;
-        h2o_send(r->req, NULL, 0, r->cut < r->n_events ? H2O_SEND_STATE_ERROR : H2O_SEND_STATE_FINAL);
+        h2o_send(r->req, NULL, 0, cut ? H2O_SEND_STATE_ERROR : H2O_SEND_STATE_FINAL);
         return;
     }
     size_t first = r->next, last = r->chunk_delay_ms > 0 ? first + 1 : limit;
     r->next = last;
     h2o_iovec_t v = h2o_iovec_init(r->bytes.base + event_start(r, first), r->ends[last - 1] - event_start(r, first));
     h2o_send_state_t state = H2O_SEND_STATE_IN_PROGRESS;
-    if (last == limit && r->cut >= r->n_events) {
+    if (last == limit && !cut) {
         state = H2O_SEND_STATE_FINAL;
         r->done = 1;
     } else if (last == limit) {
