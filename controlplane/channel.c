@@ -5,6 +5,10 @@
  * non-blocking receives, and answers each request before receiving the next one, because a REP socket
  * forgets a request that is not answered before the next receive. Messages that fail the signature
  * check are answered with MSG_ERROR too, so the requester is never left waiting on a dead socket.
+ *
+ * Only the leader has the channel open (main.c opens it on election and closes it on demotion), and it
+ * re-checks its lock session before every publication and every request (cp_leader_check), so a leader
+ * that lost its lock stops publishing and ingesting at once, even before the demotion is otherwise seen.
  */
 #include <stdio.h>
 #include <string.h>
@@ -20,6 +24,9 @@
 int
 cp_channel_publish(cp_t *cp, uint32_t type, const ProtobufCMessage *m)
 {
+    /* Fencing: a control plane that cannot show it still holds the leader lock must not publish. */
+    if (!cp->rep_open || !cp_leader_check(&cp->leader))
+        return NNG_ECLOSED;
     return tg_wire_send(cp->pub, &cp->wire_key, type, m, NNG_FLAG_NONBLOCK);
 }
 
@@ -87,6 +94,9 @@ on_rep_readable(uv_poll_t *poll, int status, int events)
     cp_t *cp = poll->data;
     /* A bounded number per wakeup keeps admin requests responsive under a flood of batches. */
     for (int i = 0; i < 64 && !cp->stopping; i++) {
+        /* Fencing, before each request: a demoted leader closes the channel here and stores nothing. */
+        if (!cp->rep_open || !cp_leader_check(&cp->leader))
+            return;
         tg_wire_msg_t msg = {0};
         int rv = tg_wire_recv(cp->rep, &cp->wire_key, &msg, NNG_FLAG_NONBLOCK);
         if (rv == NNG_EAGAIN)
@@ -116,10 +126,23 @@ on_rep_readable(uv_poll_t *poll, int status, int events)
     }
 }
 
+static void
+on_rep_poll_close(uv_handle_t *h)
+{
+    cp_t *cp = h->data;
+    cp->rep_poll_closing = 0;
+}
+
 int
 cp_channel_open(cp_t *cp)
 {
     int rv, fd;
+    if (cp->rep_open)
+        return 0;
+    if (cp->rep_poll_closing) {
+        tg_warn("cp.channel.open_failed", "reason=\"the previous channel is still closing\"");
+        return -1;
+    }
     if ((rv = nng_pub0_open(&cp->pub)) != 0) {
         tg_error("cp.channel.open_failed", "socket=pub error=\"%s\"", nng_strerror(rv));
         return -1;
@@ -163,7 +186,9 @@ cp_channel_close(cp_t *cp)
     cp->rep_open = 0;
     /* Stop polling before NNG closes the fd under us. */
     uv_poll_stop(&cp->rep_poll);
-    uv_close((uv_handle_t *)&cp->rep_poll, NULL);
+    cp->rep_poll_closing = 1;
+    uv_close((uv_handle_t *)&cp->rep_poll, on_rep_poll_close);
     nng_close(cp->rep);
     nng_close(cp->pub);
+    tg_info("cp.channel.closed", "pub=%s rep=%s", cp->cfg.pub_url, cp->cfg.rep_url);
 }

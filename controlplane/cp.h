@@ -10,6 +10,7 @@
 #include <nng/nng.h>
 #include <uv.h>
 #include "db.h"
+#include "leader.h"
 #include "tollgate/crypto.h"
 #include "tollgate/wire.h"
 
@@ -32,6 +33,7 @@ typedef struct cp {
     cp_config_t cfg;
     tg_wire_key_t wire_key;
     cp_db_t db;
+    cp_leader_t leader;       /* only the leader opens the NNG channel, builds snapshots, ingests usage */
     cp_snapshot_t *snap;      /* the snapshot currently published; NULL before the first build */
     int snapshot_dirty;       /* a rebuild is due (notification, reconnect, failed build) */
     uv_timer_t rebuild_timer; /* coalesces bursts of notifications into one rebuild */
@@ -39,6 +41,7 @@ typedef struct cp {
     nng_socket pub;
     nng_socket rep;
     int rep_open;
+    int rep_poll_closing; /* rep_poll may be reused only after its close callback */
     uv_poll_t rep_poll;
     cp_admin_t *admin;
     uv_signal_t sigterm, sigint;

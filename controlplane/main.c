@@ -7,7 +7,11 @@
  *
  * Configuration comes from the environment only (see README.md); anything missing or invalid stops the
  * process at start with one line naming the variable. On SIGTERM/SIGINT the process stops listening,
- * closes its NNG sockets and database connection, and exits 0.
+ * closes its NNG sockets, releases leadership and closes its database connections, and exits 0.
+ *
+ * Several replicas may run against one database: the one holding the leader lock (leader.h) binds the
+ * NNG channel, builds and publishes snapshots and ingests usage; the others serve the admin API and wait
+ * to take over. Their /readyz answers 503 so that a Kubernetes Service routes to the leader only.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -16,6 +20,7 @@
 #include "admin/http.h"
 #include "channel.h"
 #include "cp.h"
+#include "leader.h"
 #include "migrate.h"
 #include "snapshot.h"
 #include "tollgate/env.h"
@@ -104,14 +109,36 @@ on_db_connect(cp_db_t *db)
     if (cp_db_exec(db, "LISTEN tollgate_config", 0, NULL) != 0)
         return -1;
     /* Changes made while we were away sent notifications nobody heard. */
-    cp_snapshot_schedule(cp);
+    if (cp_leader_is_leading(&cp->leader))
+        cp_snapshot_schedule(cp);
     return 0;
 }
 
 static void
 on_db_notify(cp_db_t *db)
 {
-    cp_snapshot_schedule(db->data);
+    cp_t *cp = db->data;
+    /* A standby builds nothing: the leader hears the same notification. */
+    if (cp_leader_is_leading(&cp->leader))
+        cp_snapshot_schedule(cp);
+}
+
+/* Elected: bind the channel and publish a fresh snapshot (the database may have changed while another
+ * replica led, and our version must come from the sequence, after theirs). Demoted: close the channel at
+ * once; dataplanes keep serving on their snapshot and keep usage until the next leader binds. */
+static int
+on_leader_change(cp_leader_t *l, int leading)
+{
+    cp_t *cp = l->data;
+    if (!leading) {
+        cp_channel_close(cp);
+        uv_timer_stop(&cp->rebuild_timer);
+        return 0;
+    }
+    if (cp->stopping || cp_channel_open(cp) != 0)
+        return -1;
+    cp_snapshot_schedule(cp);
+    return 0;
 }
 
 static void
@@ -123,8 +150,10 @@ on_signal(uv_signal_t *sig, int signum)
     cp->stopping = 1;
     tg_info("cp.stopping", "signal=%d", signum);
     cp_admin_stop(cp);
+    /* Stop acting as leader before the lock goes, so the next leader never overlaps with us. */
     cp_channel_close(cp);
     cp_snapshot_timers_close(cp);
+    cp_leader_close(&cp->leader);
     cp_db_close(&cp->db);
     uv_signal_stop(&cp->sigterm);
     uv_signal_stop(&cp->sigint);
@@ -149,10 +178,12 @@ cmd_serve(void)
     uv_signal_start(&cp.sigterm, on_signal, SIGTERM);
     uv_signal_start(&cp.sigint, on_signal, SIGINT);
 
-    if (cp_snapshot_timers_init(&cp) != 0 || cp_channel_open(&cp) != 0 || cp_admin_start(&cp) != 0)
+    if (cp_snapshot_timers_init(&cp) != 0 || cp_admin_start(&cp) != 0)
         return 1;
     cp_db_init(&cp.db, cp.loop, cp.cfg.database_url, on_db_connect, on_db_notify, &cp);
+    cp_leader_init(&cp.leader, cp.loop, cp.cfg.database_url, on_leader_change, &cp);
     cp_db_start(&cp.db);
+    cp_leader_start(&cp.leader);
     tg_info("cp.started", "admin=%s pub=%s rep=%s migrations=%s", cp.cfg.admin_listen, cp.cfg.pub_url, cp.cfg.rep_url,
             cp.cfg.migrations_dir);
 

@@ -212,13 +212,19 @@ static void
 readyz(cp_admin_req_t *r)
 {
     cp_t *cp = r->cp;
-    if (cp_db_conn(&cp->db) == NULL || cp->snap == NULL || cp->stopping) {
+    /* Ready means "the leader": a standby answers 503 so that a Service sends dataplanes (and admin
+     * calls) to the leader only. */
+    int leading = cp_leader_is_leading(&cp->leader);
+    const char *role = leading ? "leader" : "standby";
+    if (!leading || cp_db_conn(&cp->db) == NULL || cp->snap == NULL || cp->stopping) {
         cp_http_json(r, 503,
-                     json_pack("{s:s,s:b,s:b}", "status", "not_ready", "database", cp_db_conn(&cp->db) != NULL,
-                               "snapshot", cp->snap != NULL));
+                     json_pack("{s:s,s:s,s:b,s:b}", "status", "not_ready", "role", role, "database",
+                               cp_db_conn(&cp->db) != NULL, "snapshot", leading && cp->snap != NULL));
         return;
     }
-    cp_http_json(r, 200, json_pack("{s:s,s:I}", "status", "ready", "snapshot_version", (json_int_t)cp->snap->version));
+    cp_http_json(
+        r, 200,
+        json_pack("{s:s,s:s,s:I}", "status", "ready", "role", role, "snapshot_version", (json_int_t)cp->snap->version));
 }
 
 static void

@@ -17,6 +17,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 #include "accounting/usage.h"
+#include "config/sync.h"
 #include "server/worker.h"
 #include "tollgate/env.h"
 #include "tollgate/log.h"
@@ -365,8 +366,9 @@ dp_usage_shipper_start(void)
     nng_socket_set_ms(shipper.sock, NNG_OPT_RECONNMINT, 50);
     nng_socket_set_ms(shipper.sock, NNG_OPT_RECONNMAXT, 1000);
     nng_socket_set_size(shipper.sock, NNG_OPT_RECVMAXSZ, TG_WIRE_MAX_MSG);
-    if ((rv = nng_dial(shipper.sock, dp_config.cp_rep_url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
-        tg_error("dp.usage.dial_failed", "url=%s error=%s", dp_config.cp_rep_url, nng_strerror(rv));
+    /* One dialer per control-plane replica; only the leader answers (config/sync.c). A batch in flight
+     * when the leader dies is resent to the next one, which recognises it if it was already stored. */
+    if (dp_sync_dial(shipper.sock, dp_config.cp_rep_url, "usage") != 0) {
         nng_close(shipper.sock);
         return -1;
     }

@@ -3,9 +3,15 @@
  *
  * The loop waits on the SUB socket with a short receive timeout, so that a pending fetch, a retry
  * backoff or a stop request is noticed within ~100 ms without any cross-thread wakeup machinery.
+ *
+ * Several control-plane replicas: TOLLGATE_CP_PUB_URL / TOLLGATE_CP_REP_URL may list one address per
+ * replica, comma-separated, and each socket gets one dialer per address. Only the leader listens, so at
+ * any moment the sockets have at most one live pipe, and the dialers of the others keep retrying; when
+ * the leader changes, the pipe to the old one breaks and the new one's dialer connects on its next try.
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <nng/nng.h>
 #include <nng/protocol/pubsub0/sub.h>
@@ -120,6 +126,45 @@ sync_main(void *arg)
 }
 
 int
+dp_sync_dial(nng_socket s, const char *urls, const char *what)
+{
+    int n = 0;
+    const char *p = urls;
+    while (*p != '\0') {
+        const char *end = strchr(p, ',');
+        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+        const char *q = p;
+        p = end != NULL ? end + 1 : p + len;
+        while (len > 0 && (*q == ' ' || *q == '\t'))
+            q++, len--;
+        while (len > 0 && (q[len - 1] == ' ' || q[len - 1] == '\t'))
+            len--;
+        if (len == 0)
+            continue;
+        char url[512];
+        if (len >= sizeof(url) || n >= DP_SYNC_MAX_URLS) {
+            tg_error("dp.sync.dial_failed", "socket=%s urls=\"%s\" error=\"too many or too long addresses\"", what,
+                     urls);
+            return -1;
+        }
+        memcpy(url, q, len);
+        url[len] = '\0';
+        /* Non-blocking: a replica that does not listen (a standby, one not started yet) is retried by NNG. */
+        int rv = nng_dial(s, url, NULL, NNG_FLAG_NONBLOCK);
+        if (rv != 0) {
+            tg_error("dp.sync.dial_failed", "socket=%s url=%s error=\"%s\"", what, url, nng_strerror(rv));
+            return -1;
+        }
+        n++;
+    }
+    if (n == 0) {
+        tg_error("dp.sync.dial_failed", "socket=%s error=\"no address\"", what);
+        return -1;
+    }
+    return 0;
+}
+
+int
 dp_sync_start(void)
 {
     int rv;
@@ -138,12 +183,9 @@ dp_sync_start(void)
     nng_socket_set_ms(sync_state.sub, NNG_OPT_RECONNMAXT, 1000);
     nng_socket_set_ms(sync_state.req, NNG_OPT_RECONNMINT, 50);
     nng_socket_set_ms(sync_state.req, NNG_OPT_RECONNMAXT, 1000);
-    if ((rv = nng_dial(sync_state.sub, dp_config.cp_pub_url, NULL, NNG_FLAG_NONBLOCK)) != 0 ||
-        (rv = nng_dial(sync_state.req, dp_config.cp_rep_url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
-        tg_error("dp.sync.dial_failed", "pub=%s rep=%s error=%s", dp_config.cp_pub_url, dp_config.cp_rep_url,
-                 nng_strerror(rv));
+    if (dp_sync_dial(sync_state.sub, dp_config.cp_pub_url, "sub") != 0 ||
+        dp_sync_dial(sync_state.req, dp_config.cp_rep_url, "req") != 0)
         return -1;
-    }
     if (pthread_create(&sync_state.thread, NULL, sync_main, NULL) != 0)
         return -1;
     return 0;

@@ -7,7 +7,15 @@
 #ifndef DP_SYNC_H
 #define DP_SYNC_H
 
+#include <nng/nng.h>
+
+/* The most control-plane addresses one setting may list. */
+#define DP_SYNC_MAX_URLS 16
+
 int dp_sync_start(void);
+/* Dials `s` to every address of the comma-separated list `urls` (one per control-plane replica), without
+ * waiting for any to answer. 0, or -1 (logged, naming `what`) when an address is invalid or none given. */
+int dp_sync_dial(nng_socket s, const char *urls, const char *what);
 void dp_sync_stop(void);
 
 #endif

@@ -5,6 +5,10 @@
 # then runs `apt-get update` once and installs exactly those. Node.js and npm are skipped when `node`
 # and `npm` are already on PATH (e.g. a Node installed outside Debian). Uses sudo only when not root.
 # Called by `make deps` (and so by `make build`, `make test`, CI).
+#
+#   install-deps.sh --k8s     also what the chart tests need (tests/k8s/): Go, etcd, rsync, jq, unzip and
+#                             the Go sources that replace kube-apiserver's broken vendored ones
+#   install-deps.sh --images  also what `make images` needs: debootstrap and docker.io
 set -euo pipefail
 
 PACKAGES=(
@@ -17,6 +21,18 @@ PACKAGES=(
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
 	PACKAGES+=(nodejs npm)
 fi
+case "${1:-}" in
+--k8s)
+	PACKAGES+=(golang-go etcd-server rsync jq unzip openssl dpkg-dev
+		golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev)
+	;;
+--images) PACKAGES+=(debootstrap docker.io) ;;
+"") ;;
+*)
+	echo "usage: install-deps.sh [--k8s|--images]" >&2
+	exit 2
+	;;
+esac
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

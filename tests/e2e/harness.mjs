@@ -360,7 +360,8 @@ export class Cluster {
           TOLLGATE_CP_REP_URL: this.cpEnv.TOLLGATE_CP_REP_URL,
           TOLLGATE_CLUSTER_SECRET: this.clusterSecret,
           TOLLGATE_INSTANCE_ID: `${this.label}-dp-${i}-${randomHex(3)}`,
-          ...this.dpEnv,
+          // dpEnv may be a function of the cluster, for values known only once it started (its ports).
+          ...(typeof this.dpEnv === 'function' ? this.dpEnv(this) : this.dpEnv),
         },
         logPath: path.join(this.logDir, `dataplane-${i}.log`) });
       dp.port = port;
