@@ -287,6 +287,42 @@ tx_message_text(const tx_message_t *m, tg_arena_t *a)
     return out;
 }
 
+int
+tx_embedding_from_json(const json_t *values, tg_arena_t *a, tx_embedding_t *e)
+{
+    if (!json_is_array(values))
+        return -1;
+    size_t dim = json_array_size(values);
+    float *v = tg_arena_alloc(a, (dim ? dim : 1) * sizeof(float));
+    if (v == NULL)
+        return -1;
+    for (size_t j = 0; j < dim; j++) {
+        const json_t *x = json_array_get(values, j);
+        if (!json_is_number(x))
+            return -1;
+        v[j] = (float)json_number_value(x);
+    }
+    *e = (tx_embedding_t){.values = v, .n = dim};
+    return 0;
+}
+
+int
+tx_embeddings_from_json(const json_t *list, const char *who, tg_arena_t *a, tx_response_t *ret, tx_error_t *err)
+{
+    if (!json_is_array(list))
+        return tx_fail(err, TX_ERR_UPSTREAM, "bad_upstream_response", NULL, "%s's embed response has no embeddings.",
+                       who);
+    size_t n = json_array_size(list);
+    if ((ret->embeddings = tg_arena_alloc(a, (n ? n : 1) * sizeof(*ret->embeddings))) == NULL)
+        return tx_oom(err);
+    for (size_t i = 0; i < n; i++)
+        if (tx_embedding_from_json(json_array_get(list, i), a, &ret->embeddings[i]) != 0)
+            return tx_fail(err, TX_ERR_UPSTREAM, "bad_upstream_response", NULL,
+                           "%s's embed response has an embedding that is not an array of numbers.", who);
+    ret->n_embeddings = n;
+    return 0;
+}
+
 /* ---------------------------------------------------------------- base64 */
 
 char *

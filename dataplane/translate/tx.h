@@ -370,6 +370,11 @@ const char *tx_args_text(const tx_part_t *p, tg_arena_t *a);
 /* Joins the text parts of a message (arena). "" when none. */
 const char *tx_message_text(const tx_message_t *m, tg_arena_t *a);
 
+/* A JSON array of numbers into e (arena). 0, or -1 when it is not such an array or memory runs out. */
+int tx_embedding_from_json(const json_t *values, tg_arena_t *a, tx_embedding_t *e);
+/* A JSON array of number arrays into ret->embeddings, in order; -1 with an upstream error naming who. */
+int tx_embeddings_from_json(const json_t *list, const char *who, tg_arena_t *a, tx_response_t *ret, tx_error_t *err);
+
 /* Base64 (standard alphabet, padded) and OpenAI's base64 float32 little-endian embeddings. */
 char *tx_base64_encode(const void *data, size_t len, tg_arena_t *a);
 char *tx_embedding_base64(const tx_embedding_t *e, tg_arena_t *a);

@@ -351,33 +351,8 @@ decode_embed(const json_t *root, tg_arena_t *a, tx_response_t *ret, tx_error_t *
 {
     const json_t *emb = json_object_get(root, "embeddings");
     const json_t *list = json_is_array(emb) ? emb : json_object_get(emb, "float"); /* embeddings_floats too */
-    if (!json_is_array(list))
-        return tx_fail(err, TX_ERR_UPSTREAM, "bad_upstream_response", NULL,
-                       "Cohere's embed response has no float embeddings.");
-    size_t n = json_array_size(list);
-    ret->embeddings = tg_arena_alloc(a, (n ? n : 1) * sizeof(*ret->embeddings));
-    if (ret->embeddings == NULL)
-        return tx_oom(err);
-    for (size_t i = 0; i < n; i++) {
-        const json_t *vec = json_array_get(list, i);
-        if (!json_is_array(vec))
-            return tx_fail(err, TX_ERR_UPSTREAM, "bad_upstream_response", NULL,
-                           "Cohere's embed response has an embedding that is not an array.");
-        size_t dim = json_array_size(vec);
-        float *values = tg_arena_alloc(a, (dim ? dim : 1) * sizeof(float));
-        if (values == NULL)
-            return tx_oom(err);
-        for (size_t j = 0; j < dim; j++) {
-            const json_t *x = json_array_get(vec, j);
-            if (!json_is_number(x))
-                return tx_fail(err, TX_ERR_UPSTREAM, "bad_upstream_response", NULL,
-                               "Cohere's embed response has a value that is not a number.");
-            values[j] = (float)json_number_value(x);
-        }
-        ret->embeddings[i].values = values;
-        ret->embeddings[i].n = dim;
-    }
-    ret->n_embeddings = n;
+    if (tx_embeddings_from_json(list, "Cohere", a, ret, err) != 0)
+        return -1;
     int64_t in =
         count_of(json_object_get(json_object_get(json_object_get(root, "meta"), "billed_units"), "input_tokens"));
     if (in >= 0)

@@ -337,33 +337,8 @@ args_of(const json_t *v, tg_arena_t *a)
 static int
 decode_embed(const json_t *root, tg_arena_t *a, tx_response_t *ret, tx_error_t *err)
 {
-    const json_t *list = json_object_get(root, "embeddings");
-    if (!json_is_array(list))
-        return tx_fail(err, TX_ERR_UPSTREAM, "bad_upstream_response", NULL,
-                       "Ollama's embed response has no embeddings array.");
-    size_t n = json_array_size(list);
-    ret->embeddings = tg_arena_alloc(a, (n ? n : 1) * sizeof(*ret->embeddings));
-    if (ret->embeddings == NULL)
-        return tx_oom(err);
-    for (size_t i = 0; i < n; i++) {
-        const json_t *vec = json_array_get(list, i);
-        if (!json_is_array(vec))
-            return tx_fail(err, TX_ERR_UPSTREAM, "bad_upstream_response", NULL,
-                           "Ollama's embed response has an embedding that is not an array.");
-        size_t dim = json_array_size(vec);
-        float *values = tg_arena_alloc(a, (dim ? dim : 1) * sizeof(float));
-        if (values == NULL)
-            return tx_oom(err);
-        for (size_t j = 0; j < dim; j++) {
-            const json_t *x = json_array_get(vec, j);
-            if (!json_is_number(x))
-                return tx_fail(err, TX_ERR_UPSTREAM, "bad_upstream_response", NULL,
-                               "Ollama's embed response has a value that is not a number.");
-            values[j] = (float)json_number_value(x);
-        }
-        ret->embeddings[i] = (tx_embedding_t){.values = values, .n = dim};
-    }
-    ret->n_embeddings = n;
+    if (tx_embeddings_from_json(json_object_get(root, "embeddings"), "Ollama", a, ret, err) != 0)
+        return -1;
     int64_t in = count_of(json_object_get(root, "prompt_eval_count"));
     if (in >= 0)
         ret->usage = tx_usage_make(in, 0, 0, 0);
