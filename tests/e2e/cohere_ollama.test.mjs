@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
 import { GoogleGenAI } from '@google/genai';
 import OpenAI from 'openai';
-import { headerValue, mockText, startCluster } from './harness.mjs';
+import { headerValue, mockText, startCluster, mockVector } from './harness.mjs';
 
 const CO_CHAT = 'co-chat';
 const CO_EMBED = 'co-embed';
@@ -59,14 +59,6 @@ const openai = () => new OpenAI({ apiKey: key, baseURL: `${dp.url}/v1`, maxRetri
 const anthropic = () => new Anthropic({ apiKey: key, baseURL: `${dp.url}/anthropic`, maxRetries: 0 });
 const gemini = () => new GoogleGenAI({ apiKey: key, httpOptions: { baseUrl: `${dp.url}/genai` } });
 const last = async () => (await fetch(`${c.mockUrl}/__mock/last`)).json();
-
-// The mocks' embedding vector (tests/mock/README.md): FNV-1a 32 of the text, value j is
-// ((h + j * 40503) mod 2^32 mod 2049 - 1024) / 1024.
-function mockVector(text, dim) {
-  let h = 2166136261;
-  for (const b of Buffer.from(text, 'utf8')) h = Math.imul((h ^ b) >>> 0, 16777619) >>> 0;
-  return Array.from({ length: dim }, (_, j) => ((((h + j * 40503) >>> 0) % 2049) - 1024) / 1024);
-}
 
 async function lastUsageRow(model) {
   for (let i = 0; i < 100; i++) {

@@ -13,7 +13,7 @@ import path from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import { GoogleGenAI } from '@google/genai';
-import { MODEL, UPSTREAM_MODEL, mockText, randomHex, startCluster, waitHttp } from './harness.mjs';
+import { MODEL, UPSTREAM_MODEL, mockText, randomHex, startCluster, waitHttp, mockVector } from './harness.mjs';
 
 const GEM = 'gemini-mock';
 const GEM_UPSTREAM = 'gemini-mock-upstream';
@@ -32,15 +32,6 @@ let keyDir;
 
 // 4 + ceil(bytes / 4) per message; the system prompt counts as one message.
 const tokens = (...texts) => texts.reduce((n, t) => n + 4 + Math.ceil(Buffer.byteLength(t, 'utf8') / 4), 0);
-// The mock's embedding: value j = (sum of the bytes at positions ≡ j mod D, mod 1000) / 1000.
-const mockEmbedding = (text, dims = 8) => {
-  const b = Buffer.from(text, 'utf8');
-  return Array.from({ length: dims }, (_, j) => {
-    let s = 0;
-    for (let k = j; k < b.length; k += dims) s += b[k];
-    return (s % 1000) / 1000;
-  });
-};
 const TOOL_ARGS = [{ location: 'Paris', unit: 'celsius' }, { location: 'Tokyo', unit: 'celsius' }];
 const mockLast = async () => (await fetch(`${c.mockUrl}/__mock/last`)).json();
 const rid = () => `req_e2e_gem_${randomHex(6)}`;
@@ -212,7 +203,7 @@ describe('Gemini SDK → Gemini provider', () => {
     });
     assert.equal(r.status, 200);
     const one = await r.json();
-    assert.ok(closeTo(one.embedding.values, mockEmbedding('single')));
+    assert.ok(closeTo(one.embedding.values, mockVector('single')));
     assert.equal((await mockLast()).path, '/v1beta/models/text-embedding-mock:embedContent');
   });
 
@@ -220,8 +211,8 @@ describe('Gemini SDK → Gemini provider', () => {
     const emb = await genai.models.embedContent({ model: GEM_EMBED, contents: ['hello', 'world!'],
       config: { outputDimensionality: 4 } });
     assert.equal(emb.embeddings.length, 2);
-    assert.ok(closeTo(emb.embeddings[0].values, mockEmbedding('hello', 4)));
-    assert.ok(closeTo(emb.embeddings[1].values, mockEmbedding('world!', 4)));
+    assert.ok(closeTo(emb.embeddings[0].values, mockVector('hello', 4)));
+    assert.ok(closeTo(emb.embeddings[1].values, mockVector('world!', 4)));
   });
 
   test('errors: the provider status comes back as a Gemini error', async () => {
@@ -319,7 +310,7 @@ describe('other SDKs → Gemini provider', () => {
   test('OpenAI SDK: embeddings', async () => {
     const res = await openai.embeddings.create({ model: GEM_EMBED, input: ['abc', 'defgh'] });
     assert.equal(res.data.length, 2);
-    assert.ok(closeTo(res.data[1].embedding, mockEmbedding('defgh')));
+    assert.ok(closeTo(res.data[1].embedding, mockVector('defgh')));
     const last = await mockLast();
     assert.equal(last.path, '/v1beta/models/text-embedding-mock:batchEmbedContents');
     assert.equal(last.body.requests[0].model, 'models/text-embedding-mock');

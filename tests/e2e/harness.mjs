@@ -83,6 +83,14 @@ export function promptTokens(messages) {
 // The mock's reply text for n tokens: token i is WORDS[i % 16].
 const MOCK_WORDS = ['Hello', ' from', ' the', ' mock', ' provider', '.', ' This', ' reply', ' is',
   ' deterministic', ' for', ' gateway', ' tests', ' and', ' benchmarks', '.'];
+// The mock's embedding of a text, the same in every wire format (tests/mock/README.md): FNV-1a 32 of
+// the UTF-8 bytes, value j = ((h + j * 40503) mod 2^32 mod 2049 - 1024) / 1024.
+export function mockVector(text, dims = 8) {
+  let h = 2166136261;
+  for (const b of Buffer.from(text, 'utf8')) h = Math.imul((h ^ b) >>> 0, 16777619) >>> 0;
+  return Array.from({ length: dims }, (_, j) => ((((h + j * 40503) >>> 0) % 2049) - 1024) / 1024);
+}
+
 export function mockText(n = 16) {
   let s = '';
   for (let i = 0; i < n; i++) s += MOCK_WORDS[i % 16];

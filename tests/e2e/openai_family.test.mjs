@@ -17,7 +17,7 @@ import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import { GoogleGenAI } from '@google/genai';
-import { MODEL, UPSTREAM_MODEL, mockText, randomHex, startCluster } from './harness.mjs';
+import { MODEL, UPSTREAM_MODEL, mockText, randomHex, startCluster, mockVector } from './harness.mjs';
 
 const MISTRAL = 'mistral-mock';
 const GROQ = 'groq-mock';
@@ -43,14 +43,6 @@ const WEATHER = {
   },
 };
 const isMistralId = (s) => /^[a-zA-Z0-9]{9}$/.test(s);
-
-// The mock's embedding vector (Cohere/Ollama/OpenAI mocks alike): FNV-1a 32 of the text, then
-// ((h + j·40503) mod 2049 − 1024) / 1024.
-function mockVector(text, dims = 8) {
-  let h = 2166136261;
-  for (const b of Buffer.from(text, 'utf8')) h = Math.imul(h ^ b, 16777619) >>> 0;
-  return Array.from({ length: dims }, (_, j) => (((h + j * 40503) % 2049) - 1024) / 1024);
-}
 
 before(async () => {
   c = await startCluster({ dataplanes: 1, label: 'oaf' });

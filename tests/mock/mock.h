@@ -46,6 +46,12 @@ const char *mock_word(size_t i);
 /* The mock's tool-call arguments for call i (JSON object text), the same in every format. */
 const char *mock_tool_args(size_t i);
 
+/* The mock's embedding of a text, the same in every wire format: h = FNV-1a 32 of the text's bytes, value
+ * j = ((h + j * 40503) mod 2^32 mod 2049 - 1024) / 1024 (exact in binary, so printed short). */
+uint32_t mock_embedding_hash(const char *text, size_t len);
+double mock_embedding_value(uint32_t h, int64_t j);
+json_t *mock_embedding_json(const char *text, size_t len, int64_t dims);
+
 /* A new process-wide request number (for ids: req_mock_<n>). */
 uint64_t mock_next_seq(void);
 /* Records the request for /__mock/last and counts it for /__mock/stats. body may be NULL. */

@@ -438,9 +438,7 @@ reply_embedding(h2o_req_t *req, json_t *body, const struct mock_directives *d)
         return;
     }
     size_t bytes = json_string_length(text);
-    json_t *emb = json_array();
-    for (int64_t i = 0; i < n; i++) /* deterministic values in [-0.5, 0.5) */
-        json_array_append_new(emb, json_real((double)((i * 7 + (int64_t)bytes) % 100) / 100.0 - 0.5));
+    json_t *emb = mock_embedding_json(json_string_value(text), bytes, n);
     json_t *out =
         json_pack("{s:o,s:I}", "embedding", emb, "inputTextTokenCount", (json_int_t)mock_message_tokens(bytes));
     struct mock_reply *r = mock_reply_new(req, 200, "application/json");

@@ -319,17 +319,6 @@ done:
     json_decref(root);
 }
 
-/* A deterministic vector for a text (the same function as the Ollama mock's). */
-static void
-vector(json_t *out, const char *text, size_t len, int64_t dim)
-{
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)text[i]) * 16777619u;
-    for (int64_t j = 0; j < dim; j++)
-        json_array_append_new(out, json_real((double)((int64_t)((h + (uint32_t)j * 40503u) % 2049u) - 1024) / 1024.0));
-}
-
 static void
 on_embed(h2o_req_t *req)
 {
@@ -366,9 +355,8 @@ on_embed(h2o_req_t *req)
     json_t *t;
     json_array_foreach(texts, i, t)
     {
-        json_t *v = json_array();
-        vector(v, json_string_value(t) ? json_string_value(t) : "", json_string_length(t), dim);
-        json_array_append_new(vectors, v);
+        json_array_append_new(
+            vectors, mock_embedding_json(json_string_value(t) ? json_string_value(t) : "", json_string_length(t), dim));
         tokens += (int64_t)((json_string_length(t) + 3) / 4);
     }
     json_t *body = json_pack("{s:s, s:{s:o}, s:O, s:{s:{s:s}, s:{s:I}}, s:s}", "id", uuid(req, mock_next_seq()),

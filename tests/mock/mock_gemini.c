@@ -376,20 +376,6 @@ reply_generate(h2o_req_t *req, struct scenario *s)
 
 /* ---------------------------------------------------------------- embeddings */
 
-/* value j = (Σ bytes at positions k ≡ j mod dims, mod 1000) / 1000: deterministic and easy to recompute */
-static json_t *
-embedding_values(const char *text, size_t len, int64_t dims)
-{
-    json_t *vals = json_array();
-    for (int64_t j = 0; j < dims; j++) {
-        unsigned sum = 0;
-        for (size_t k = (size_t)j; k < len; k += (size_t)dims)
-            sum += (unsigned char)text[k];
-        json_array_append_new(vals, json_real((double)(sum % 1000) / 1000.0));
-    }
-    return vals;
-}
-
 /* The text of a content's parts, joined without separator (pool copy) */
 static h2o_iovec_t
 content_text(h2o_req_t *req, const json_t *content)
@@ -433,7 +419,7 @@ on_embed(h2o_req_t *req, const char *model, const char *method, json_t *body, co
             return;
         }
         h2o_iovec_t t = content_text(req, json_object_get(body, "content"));
-        out = json_pack("{s{so}}", "embedding", "values", embedding_values(t.base, t.len, dims_of(body)));
+        out = json_pack("{s{so}}", "embedding", "values", mock_embedding_json(t.base, t.len, dims_of(body)));
     } else if (strcmp(method, "batchEmbedContents") == 0) {
         json_t *reqs = json_object_get(body, "requests"), *q;
         char want[256];
@@ -456,7 +442,7 @@ on_embed(h2o_req_t *req, const char *model, const char *method, json_t *body, co
                 return;
             }
             h2o_iovec_t t = content_text(req, json_object_get(q, "content"));
-            json_array_append_new(list, json_pack("{so}", "values", embedding_values(t.base, t.len, dims_of(q))));
+            json_array_append_new(list, json_pack("{so}", "values", mock_embedding_json(t.base, t.len, dims_of(q))));
         }
         out = json_pack("{so}", "embeddings", list);
     } else { /* Vertex :predict */
@@ -475,7 +461,7 @@ on_embed(h2o_req_t *req, const char *model, const char *method, json_t *body, co
             size_t len = json_is_string(c) ? json_string_length(c) : 0;
             chars += len;
             json_array_append_new(preds,
-                                  json_pack("{s{sos{sIsb}}}", "embeddings", "values", embedding_values(t, len, dims),
+                                  json_pack("{s{sos{sIsb}}}", "embeddings", "values", mock_embedding_json(t, len, dims),
                                             "statistics", "token_count", (json_int_t)((len + 3) / 4), "truncated", 0));
         }
         out = json_pack("{sos{sI}}", "predictions", preds, "metadata", "billableCharacterCount", (json_int_t)chars);

@@ -270,17 +270,6 @@ done:
     json_decref(root);
 }
 
-/* A deterministic vector for a text (the same function as the Cohere mock's). */
-static void
-vector(json_t *out, const char *text, size_t len, int64_t dim)
-{
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)text[i]) * 16777619u;
-    for (int64_t j = 0; j < dim; j++)
-        json_array_append_new(out, json_real((double)((int64_t)((h + (uint32_t)j * 40503u) % 2049u) - 1024) / 1024.0));
-}
-
 static void
 on_embed(h2o_req_t *req)
 {
@@ -311,9 +300,8 @@ on_embed(h2o_req_t *req)
     size_t n = json_is_string(input) ? 1 : json_array_size(input);
     for (size_t i = 0; i < n; i++) {
         json_t *t = json_is_string(input) ? input : json_array_get(input, i);
-        json_t *v = json_array();
-        vector(v, json_string_value(t) ? json_string_value(t) : "", json_string_length(t), dim);
-        json_array_append_new(vectors, v);
+        json_array_append_new(
+            vectors, mock_embedding_json(json_string_value(t) ? json_string_value(t) : "", json_string_length(t), dim));
         tokens += (int64_t)((json_string_length(t) + 3) / 4);
     }
     json_t *body = json_pack("{s:s, s:o, s:I, s:I, s:I}", "model", model, "embeddings", vectors, "total_duration",

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 #include "mock.h"
+#include "translate/tx.h"
 
 enum flavor { F_OPENAI, F_AZURE, F_MISTRAL, F_GROQ };
 enum op { OP_CHAT, OP_LEGACY, OP_EMBED };
@@ -598,46 +599,21 @@ embeddings(h2o_req_t *req, json_t *root, enum flavor fl)
     {
         const char *s = json_string_value(t);
         size_t n = json_string_length(t);
-        uint32_t h = 2166136261u;
-        for (size_t j = 0; j < n; j++)
-            h = (h ^ (unsigned char)s[j]) * 16777619u;
         tokens += (int64_t)((n + 3) / 4);
         json_t *vec;
         if (b64) {
             /* little-endian float32, base64: what the official SDKs ask for by default */
-            static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-            size_t nb = (size_t)dims * 4;
-            unsigned char *bytes = malloc(nb);
-            for (int64_t j = 0; j < dims; j++) {
-                float f = (float)(((int64_t)((h + (uint64_t)j * 40503u) % 2049) - 1024) / 1024.0);
-                uint32_t u;
-                memcpy(&u, &f, 4);
-                for (int b = 0; b < 4; b++)
-                    bytes[4 * j + b] = (unsigned char)(u >> (8 * b));
-            }
-            char *out = malloc((nb + 2) / 3 * 4 + 1);
-            size_t o = 0, k = 0;
-            for (; k + 2 < nb; k += 3) {
-                uint32_t v = (uint32_t)bytes[k] << 16 | (uint32_t)bytes[k + 1] << 8 | bytes[k + 2];
-                out[o++] = alphabet[v >> 18];
-                out[o++] = alphabet[(v >> 12) & 63];
-                out[o++] = alphabet[(v >> 6) & 63];
-                out[o++] = alphabet[v & 63];
-            }
-            if (k < nb) {
-                uint32_t v = (uint32_t)bytes[k] << 16 | (k + 1 < nb ? (uint32_t)bytes[k + 1] << 8 : 0);
-                out[o++] = alphabet[v >> 18];
-                out[o++] = alphabet[(v >> 12) & 63];
-                out[o++] = k + 1 < nb ? alphabet[(v >> 6) & 63] : '=';
-                out[o++] = '=';
-            }
-            vec = json_stringn(out, o);
-            free(out);
-            free(bytes);
+            uint32_t h = mock_embedding_hash(s, n);
+            tg_arena_t a = TG_ARENA_INIT;
+            tx_embedding_t e = {.values = tg_arena_alloc(&a, (size_t)(dims ? dims : 1) * sizeof(float)),
+                                .n = (size_t)dims};
+            for (int64_t j = 0; e.values != NULL && j < dims; j++)
+                e.values[j] = (float)mock_embedding_value(h, j);
+            const char *b64s = e.values != NULL ? tx_embedding_base64(&e, &a) : NULL;
+            vec = json_string(b64s != NULL ? b64s : "");
+            tg_arena_free(&a);
         } else {
-            vec = json_array();
-            for (int64_t j = 0; j < dims; j++)
-                json_array_append_new(vec, json_real(((int64_t)((h + (uint64_t)j * 40503u) % 2049) - 1024) / 1024.0));
+            vec = mock_embedding_json(s, n, dims);
         }
         json_array_append_new(
             data, json_pack("{s:s,s:I,s:o}", "object", "embedding", "index", (json_int_t)i, "embedding", vec));

@@ -398,6 +398,31 @@ mock_tool_args(size_t i)
     return ARGS[i % 2];
 }
 
+uint32_t
+mock_embedding_hash(const char *text, size_t len)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)text[i]) * 16777619u;
+    return h;
+}
+
+double
+mock_embedding_value(uint32_t h, int64_t j)
+{
+    return (double)((int64_t)((uint32_t)(h + (uint32_t)j * 40503u) % 2049u) - 1024) / 1024.0;
+}
+
+json_t *
+mock_embedding_json(const char *text, size_t len, int64_t dims)
+{
+    uint32_t h = mock_embedding_hash(text, len);
+    json_t *v = json_array();
+    for (int64_t j = 0; j < dims; j++)
+        json_array_append_new(v, json_real(mock_embedding_value(h, j)));
+    return v;
+}
+
 uint64_t
 mock_next_seq(void)
 {
