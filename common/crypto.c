@@ -2,6 +2,7 @@
  * OpenSSL-backed primitives (see tollgate/crypto.h). Everything here is stateless and thread safe;
  * EVP contexts are created per call, which costs well under a microsecond next to what they protect.
  */
+#include <pthread.h>
 #include <string.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -12,10 +13,25 @@
 #include <openssl/sha.h>
 #include "tollgate/crypto.h"
 
+/* OpenSSL 3 looks an algorithm up by name on every one-shot call (SHA256(), HMAC()); the lookup costs more
+ * than hashing a key. Fetch once per process; the objects are immutable and shared by every thread. */
+static EVP_MD *sha256_md;
+static EVP_MAC *hmac_mac;
+static pthread_once_t fetch_once = PTHREAD_ONCE_INIT;
+
+static void
+fetch_algorithms(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    hmac_mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+}
+
 void
 tg_sha256(const void *data, size_t len, uint8_t ret_digest[TG_SHA256_LEN])
 {
-    SHA256(data, len, ret_digest);
+    pthread_once(&fetch_once, fetch_algorithms);
+    if (sha256_md == NULL || EVP_Digest(data, len, ret_digest, NULL, sha256_md, NULL) != 1)
+        SHA256(data, len, ret_digest);
 }
 
 void
@@ -29,8 +45,8 @@ void
 tg_hmac_sha256_2(const void *key, size_t keylen, const void *a, size_t alen, const void *b, size_t blen,
                  uint8_t ret_mac[TG_SHA256_LEN])
 {
-    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(mac);
+    pthread_once(&fetch_once, fetch_algorithms);
+    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(hmac_mac);
     OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0), OSSL_PARAM_construct_end()};
     size_t outlen = 0;
     EVP_MAC_init(ctx, key, keylen, params);
@@ -39,7 +55,6 @@ tg_hmac_sha256_2(const void *key, size_t keylen, const void *a, size_t alen, con
         EVP_MAC_update(ctx, b, blen);
     EVP_MAC_final(ctx, ret_mac, &outlen, TG_SHA256_LEN);
     EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(mac);
 }
 
 void
