@@ -4,7 +4,10 @@
 -- Money is integer nano-USD everywhere (bigint): $1.00 = 1,000,000,000. Budget periods are aligned to
 -- the calendar in the tenant's time zone (tenants.time_zone, an IANA name; UTC by default).
 
-ALTER TABLE tenants ADD COLUMN time_zone text NOT NULL DEFAULT 'UTC';
+-- log_content: the tenant allows prompt and completion text in access logs (off by default; even then
+-- secrets and keys never are).
+ALTER TABLE tenants ADD COLUMN time_zone text NOT NULL DEFAULT 'UTC',
+    ADD COLUMN log_content boolean NOT NULL DEFAULT false;
 
 CREATE TABLE teams (
     id         uuid PRIMARY KEY DEFAULT gen_random_uuid(),
