@@ -52,6 +52,14 @@ uint32_t mock_embedding_hash(const char *text, size_t len);
 double mock_embedding_value(uint32_t h, int64_t j);
 json_t *mock_embedding_json(const char *text, size_t len, int64_t dims);
 
+/*
+ * Served totals (GET /__mock/served): replies whose final usage went out to the client, one request each,
+ * with input (cached included), output and cached tokens. Lock-free, any worker thread. A stream counts
+ * only when its usage-bearing event is handed to h2o, a cut (reset_after) or failed (error_after)
+ * reply never; an error status never.
+ */
+void mock_served_add(int64_t input, int64_t output, int64_t cached);
+
 /* A new process-wide request number (for ids: req_mock_<n>). */
 uint64_t mock_next_seq(void);
 /* Records the request for /__mock/last and counts it for /__mock/stats. body may be NULL. */
@@ -79,6 +87,10 @@ void mock_reply_event(struct mock_reply *r, const void *bytes, size_t len);
 void mock_reply_eventf(struct mock_reply *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void mock_reply_event_json(struct mock_reply *r, const char *prefix, json_t *v, const char *suffix);
 void mock_reply_cut(struct mock_reply *r);
+/* The event queued last carries the reply's final usage: when it goes out (it is before any cut), the
+ * tokens are added to the served totals (mock_served_add). Input counts every prompt token, cached
+ * ones included, whatever the wire format reports; one call per reply. */
+void mock_reply_served(struct mock_reply *r, int64_t input, int64_t output, int64_t cached);
 void mock_reply_start(struct mock_reply *r, const struct mock_directives *d);
 
 /* Wire-format modules: each returns 1 when it handled the request (its paths), else 0. */

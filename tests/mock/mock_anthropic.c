@@ -132,6 +132,7 @@ reply_message(h2o_req_t *req, const struct scenario *s)
     } else {
         mock_reply_event(r, body, len);
     }
+    mock_reply_served(r, s->prompt, s->ntokens, s->cached);
     free(body);
     mock_reply_start(r, &s->d);
 }
@@ -222,6 +223,7 @@ reply_stream(h2o_req_t *req, const struct scenario *s)
         sse(r, "message_delta",
             json_pack("{s:s, s:{s:s, s:n}, s:o}", "type", "message_delta", "delta", "stop_reason", stop_reason(s),
                       "stop_sequence", "usage", u));
+        mock_reply_served(r, s->prompt, s->ntokens, s->cached);
         sse(r, "message_stop", json_pack("{s:s}", "type", "message_stop"));
     }
     mock_reply_start(r, &s->d);

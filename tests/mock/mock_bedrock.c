@@ -354,6 +354,7 @@ reply_converse(h2o_req_t *req, const struct scenario *s, const struct mock_direc
     } else {
         mock_reply_event(r, text, len);
     }
+    mock_reply_served(r, s->prompt, s->ntokens, s->cached);
     free(text);
     mock_reply_start(r, d);
 }
@@ -415,6 +416,7 @@ reply_stream(h2o_req_t *req, const struct scenario *s, const struct mock_directi
         mock_reply_cut(r);
     add_frame(r, "event", "messageStop", json_pack("{s:s}", "stopReason", stop_reason(s)), &rng);
     add_frame(r, "event", "metadata", json_pack("{s:o,s:{s:i}}", "usage", usage(s), "metrics", "latencyMs", 42), &rng);
+    mock_reply_served(r, s->prompt, s->ntokens, s->cached);
 #undef CONTENT
 start:
     mock_reply_start(r, d);
@@ -443,6 +445,7 @@ reply_embedding(h2o_req_t *req, json_t *body, const struct mock_directives *d)
         json_pack("{s:o,s:I}", "embedding", emb, "inputTextTokenCount", (json_int_t)mock_message_tokens(bytes));
     struct mock_reply *r = mock_reply_new(req, 200, "application/json");
     mock_reply_event_json(r, NULL, out, NULL);
+    mock_reply_served(r, mock_message_tokens(bytes), 0, 0);
     json_decref(out);
     mock_reply_start(r, d);
 }

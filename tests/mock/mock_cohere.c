@@ -179,6 +179,7 @@ reply_json(h2o_req_t *req, json_t *root, const struct scenario *s, const struct 
     } else {
         mock_reply_event(r, text, len);
     }
+    mock_reply_served(r, s->prompt, s->completion, 0); /* billed_units: what is paid for */
     free(text);
     mock_reply_start(r, d);
 }
@@ -252,6 +253,7 @@ reply_stream(h2o_req_t *req, json_t *root, const struct scenario *s, const struc
     event(r, "message-end",
           json_pack("{s:s, s:{s:s, s:o}}", "type", "message-end", "delta", "finish_reason", finish(s), "usage",
                     usage(s)));
+    mock_reply_served(r, s->prompt, s->completion, 0);
 start:
     mock_reply_start(r, d);
 }
@@ -364,6 +366,7 @@ on_embed(h2o_req_t *req)
                              "billed_units", "input_tokens", (json_int_t)tokens, "response_type", "embeddings_by_type");
     struct mock_reply *r = mock_reply_new(req, 200, "application/json");
     mock_reply_event_json(r, NULL, body, NULL);
+    mock_reply_served(r, tokens, 0, 0);
     json_decref(body);
     mock_reply_start(r, &d);
 done:

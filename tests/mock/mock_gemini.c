@@ -328,6 +328,7 @@ reply_generate(h2o_req_t *req, struct scenario *s)
         } else {
             mock_reply_event(r, body, len);
         }
+        mock_reply_served(r, s->prompt, s->n, s->cached);
         free(body);
         mock_reply_start(r, &s->d);
         return;
@@ -366,6 +367,7 @@ reply_generate(h2o_req_t *req, struct scenario *s)
         mock_reply_event_json(r, s->sse ? pre : (i == 0 ? NULL : ","), v, post);
         json_decref(v);
         if (i >= events) {
+            mock_reply_served(r, s->prompt, s->n, s->cached); /* the final chunk's usage */
             if (!s->sse)
                 mock_reply_event(r, "]", 1);
             break;

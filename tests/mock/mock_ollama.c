@@ -148,6 +148,7 @@ reply_json(h2o_req_t *req, json_t *root, const struct scenario *s, const struct 
     } else {
         mock_reply_event(r, text, len);
     }
+    mock_reply_served(r, s->prompt, s->completion, 0);
     free(text);
     mock_reply_start(r, d);
 }
@@ -207,6 +208,7 @@ reply_stream(h2o_req_t *req, json_t *root, const struct scenario *s, const struc
     json_t *o = line(s, "");
     add_done(o, s);
     ndjson(r, o);
+    mock_reply_served(r, s->prompt, s->completion, 0);
 start:
     mock_reply_start(r, d);
 }
@@ -309,6 +311,7 @@ on_embed(h2o_req_t *req)
                              "prompt_eval_count", (json_int_t)tokens);
     struct mock_reply *r = mock_reply_new(req, 200, "application/json; charset=utf-8");
     mock_reply_event_json(r, NULL, body, NULL);
+    mock_reply_served(r, tokens, 0, 0);
     json_decref(body);
     mock_reply_start(r, &d);
 done:

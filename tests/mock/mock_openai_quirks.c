@@ -286,6 +286,13 @@ filter_results(void)
                      "violence", "filtered", 0, "severity", "safe");
 }
 
+/* The cached tokens the flavour's usage reports (the legacy, Mistral and Groq shapes have none). */
+static int64_t
+served_cached(const struct scen *s)
+{
+    return s->op == OP_LEGACY || s->fl == F_MISTRAL || s->fl == F_GROQ ? 0 : (int64_t)s->cached;
+}
+
 static json_t *
 usage(const struct scen *s)
 {
@@ -385,6 +392,7 @@ reply_whole(struct scen *s)
     } else {
         mock_reply_event(r, text, len);
     }
+    mock_reply_served(r, (int64_t)s->prompt, (int64_t)s->n, served_cached(s));
     free(text);
     mock_reply_start(r, &s->d);
 }
@@ -529,8 +537,12 @@ reply_stream(struct scen *s)
                                            : json_object();
     chunk(r, s, delta_choice(s, closing, finish_reason(s)), s->fl == F_MISTRAL ? usage(s) : NULL,
           s->fl == F_GROQ ? json_pack("{s:s,s:o}", "id", xid, "usage", usage(s)) : NULL);
-    if (s->include_usage && (s->fl == F_OPENAI || s->fl == F_AZURE))
+    if (s->fl == F_MISTRAL || s->fl == F_GROQ)
+        mock_reply_served(r, (int64_t)s->prompt, (int64_t)s->n, served_cached(s));
+    if (s->include_usage && (s->fl == F_OPENAI || s->fl == F_AZURE)) {
         chunk(r, s, NULL, usage(s), NULL);
+        mock_reply_served(r, (int64_t)s->prompt, (int64_t)s->n, served_cached(s));
+    }
     mock_reply_event(r, "data: [DONE]\n\n", 14);
 out:
     mock_reply_start(r, &s->d);
@@ -629,7 +641,11 @@ embeddings(h2o_req_t *req, json_t *root, enum flavor fl)
         json_object_set_new(body, "id", json_string(id));
         json_object_set_new(json_object_get(body, "usage"), "completion_tokens", json_integer(0));
     }
-    send_json(req, &d, 200, body);
+    struct mock_reply *r = mock_reply_new(req, 200, "application/json");
+    mock_reply_event_json(r, NULL, body, NULL);
+    mock_reply_served(r, tokens, 0, 0);
+    json_decref(body);
+    mock_reply_start(r, &d);
 }
 
 /* ---------------------------------------------------------------- flavour checks */

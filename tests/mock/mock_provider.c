@@ -58,6 +58,11 @@ static struct {
 
 static uint64_t next_request_id; /* atomic */
 
+/* What GET /__mock/served reports: atomics, so every worker thread adds without a lock. */
+static struct {
+    uint64_t requests, input, output, cached;
+} served;
+
 /* What GET /__mock/last and /__mock/stats report. Mock-grade: one mutex for everything. */
 static struct {
     pthread_mutex_t mu;
@@ -357,9 +362,42 @@ on_mock_stats(h2o_req_t *req)
     json_decref(out);
 }
 
+void
+mock_served_add(int64_t input, int64_t output, int64_t cached)
+{
+    __atomic_add_fetch(&served.requests, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&served.input, (uint64_t)input, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&served.output, (uint64_t)output, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&served.cached, (uint64_t)cached, __ATOMIC_RELAXED);
+}
+
+static void
+served_reset(void)
+{
+    __atomic_store_n(&served.requests, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&served.input, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&served.output, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&served.cached, 0, __ATOMIC_RELAXED);
+}
+
+static void
+on_mock_served(h2o_req_t *req)
+{
+    /* four separate loads: a reply counted meanwhile may show in some totals only, so read them when the
+     * traffic has stopped (the tests do) */
+    json_t *out =
+        json_pack("{s:I, s:I, s:I, s:I}", "requests", (json_int_t)__atomic_load_n(&served.requests, __ATOMIC_RELAXED),
+                  "input_tokens", (json_int_t)__atomic_load_n(&served.input, __ATOMIC_RELAXED), "output_tokens",
+                  (json_int_t)__atomic_load_n(&served.output, __ATOMIC_RELAXED), "cached_tokens",
+                  (json_int_t)__atomic_load_n(&served.cached, __ATOMIC_RELAXED));
+    send_json_dump(req, out);
+    json_decref(out);
+}
+
 static void
 on_mock_reset(h2o_req_t *req)
 {
+    served_reset();
     pthread_mutex_lock(&rec.mu);
     json_t *old_meta = rec.last, *old_body = rec.last_body;
     rec.requests = 0;
@@ -610,6 +648,8 @@ send_next(struct mock_gen *g)
             sb_lit(&g->buf, "],\"usage\":");
             add_usage(&g->buf, g);
             sb_lit(&g->buf, "}\n\n");
+            /* nothing can cut the stream after this event: it goes out with this h2o_send */
+            mock_served_add((int64_t)g->prompt_tokens, g->ntokens, (int64_t)g->cached_tokens);
         } else {
             sb_lit(&g->buf, "data: [DONE]\n\n");
             state = H2O_SEND_STATE_FINAL;
@@ -670,6 +710,7 @@ send_completion(struct mock_gen *g)
         h2o_send(req, &vec, 1, H2O_SEND_STATE_IN_PROGRESS);
     } else {
         g->phase = G_DONE;
+        mock_served_add((int64_t)g->prompt_tokens, g->ntokens, (int64_t)g->cached_tokens);
         h2o_send(req, &vec, 1, H2O_SEND_STATE_FINAL);
     }
 }
@@ -898,6 +939,11 @@ on_req(h2o_handler_t *self, h2o_req_t *req)
         on_mock_stats(req);
     } else if (is_post && h2o_memis(path.base, path.len, H2O_STRLIT("/__mock/reset"))) {
         on_mock_reset(req);
+    } else if (is_get && h2o_memis(path.base, path.len, H2O_STRLIT("/__mock/served"))) {
+        on_mock_served(req);
+    } else if (is_post && h2o_memis(path.base, path.len, H2O_STRLIT("/__mock/served/reset"))) {
+        served_reset();
+        send_body(req, 200, "application/json", H2O_STRLIT("{}"));
     } else {
         send_error(req, 404, "invalid_request_error", "unknown_url", NULL, "Unknown request URL (mock)");
     }

@@ -31,6 +31,8 @@ struct mock_reply {
     size_t next;
     int64_t chunk_delay_ms;
     int started, done, aborting;
+    size_t served_event; /* the event that carries the final usage (mock_reply_served); SIZE_MAX: none */
+    int64_t served_in, served_out, served_cached;
 };
 
 static void
@@ -84,6 +86,10 @@ send_next(struct mock_reply *r)
     }
     size_t first = r->next, last = r->chunk_delay_ms > 0 ? first + 1 : limit;
     r->next = last;
+    if (r->served_event >= first && r->served_event < last) { /* before the cut, since last <= limit */
+        mock_served_add(r->served_in, r->served_out, r->served_cached);
+        r->served_event = SIZE_MAX;
+    }
     h2o_iovec_t v = h2o_iovec_init(r->bytes.base + event_start(r, first), r->ends[last - 1] - event_start(r, first));
     h2o_send_state_t state = H2O_SEND_STATE_IN_PROGRESS;
     if (last == limit && !cut) {
@@ -159,6 +165,7 @@ mock_reply_new(h2o_req_t *req, int status, const char *content_type)
     r->status = status;
     r->content_type = h2o_strdup(&req->pool, content_type, SIZE_MAX).base;
     r->cut = SIZE_MAX;
+    r->served_event = SIZE_MAX;
     return r;
 }
 
@@ -205,6 +212,17 @@ mock_reply_cut(struct mock_reply *r)
 {
     if (r->cut == SIZE_MAX)
         r->cut = r->n_events;
+}
+
+void
+mock_reply_served(struct mock_reply *r, int64_t input, int64_t output, int64_t cached)
+{
+    if (r->n_events == 0)
+        return;
+    r->served_event = r->n_events - 1;
+    r->served_in = input;
+    r->served_out = output;
+    r->served_cached = cached;
 }
 
 void
