@@ -9,7 +9,7 @@
 // and carries the tail of its log; only 127.0.0.1 is used; whatever happens (a failing test, an
 // exception in `before`, the runner exiting), every process we started is killed and the temp dir is
 // removed (set TOLLGATE_E2E_KEEP=1 to keep the dir and its logs).
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn, execFile, execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -292,8 +292,9 @@ export async function waitHttp(proc, url, want = 200, timeoutMs = 20000) {
 const clusters = new Set();
 
 export class Cluster {
-  constructor({ dataplanes = 2, dpEnv = {}, label = 'e2e' } = {}) {
+  constructor({ dataplanes = 2, dpEnv = {}, label = 'e2e', mockThreads = 1 } = {}) {
     this.nDataplanes = dataplanes;
+    this.mockThreads = mockThreads;
     this.dpEnv = dpEnv;
     this.label = label;
     this.dataplanes = [];
@@ -351,7 +352,7 @@ export class Cluster {
       env: this.cpEnv, logPath: path.join(this.logDir, 'controlplane.log') });
     // Mock provider.
     this.mock = new Proc({ name: 'mock', bin: BINS.mock,
-      args: ['--listen', `127.0.0.1:${mockPort}`, '--api-key', this.mockSecret, '--threads', '1'],
+      args: ['--listen', `127.0.0.1:${mockPort}`, '--api-key', this.mockSecret, '--threads', String(this.mockThreads)],
       logPath: path.join(this.logDir, 'mock.log') });
     this.controlplane.start();
     this.mock.start();
@@ -392,6 +393,24 @@ export class Cluster {
   async startControlPlane({ wait = true } = {}) {
     this.controlplane.start();
     if (wait) await this.waitControlPlane();
+  }
+
+  // Stops PostgreSQL (mode: 'fast' closes the sessions cleanly, 'immediate' is a crash as the clients see
+  // it) and starts it again on the same port and data dir, without blocking the event loop, so traffic
+  // driven by the test keeps flowing. startPostgres() waits until it accepts connections.
+  async stopPostgres(mode = 'fast') {
+    if (this.pg) {
+      const client = this.pg;
+      this.pg = null;
+      await client.end().catch(() => {});
+    }
+    await runPgSh(['stop', this.pgDir, mode]);
+    this.pgStarted = false;
+  }
+
+  async startPostgres() {
+    await runPgSh(['start', this.pgDir, String(this.pgPort)]);
+    this.pgStarted = true;
   }
 
   async restartDataplane(i) {
@@ -448,7 +467,10 @@ export class Cluster {
   async sql(query, params = []) {
     if (!this.pg) {
       const client = new pg.Client({ host: this.pgDir, port: this.pgPort, user: 'postgres', database: 'postgres' });
-      client.on('error', () => {}); // a server stopped under us must not crash the runner
+      // A server stopped or restarted under us must not crash the runner; the next call reconnects.
+      const forget = () => { if (this.pg === client) this.pg = null; };
+      client.on('error', forget);
+      client.on('end', forget);
       await client.connect();
       this.pg = client;
     }
@@ -577,6 +599,16 @@ export class Cluster {
       else fs.rmSync(this.dir, { recursive: true, force: true });
     }
   }
+}
+
+// deploy/local/pg.sh, asynchronously; rejects with its stderr.
+function runPgSh(args) {
+  return new Promise((resolve, reject) => {
+    execFile('bash', [PG_SH, ...args], { encoding: 'utf8', timeout: 60000 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`pg.sh ${args[0]} failed: ${stderr || err.message}`));
+      else resolve(stdout);
+    });
+  });
 }
 
 // Starts a cluster; if any part fails to start, everything already started is torn down first.
