@@ -243,10 +243,18 @@ cp_usage_ingest(cp_t *cp, const Tollgate__UsageBatch *batch, int *ret_duplicate,
     int64_t now_ms = tg_now_unix_ms();
     if (batch->n_records > 0 && copy_records(cp, batch, now_ms, ret_err, errsz) != 0)
         goto rollback;
-    if (cp_db_exec(&cp->db, "COMMIT", 0, NULL) != 0) {
-        snprintf(ret_err, errsz, "commit failed");
+    /* Acknowledge only what PostgreSQL says it committed: COMMIT of a transaction that failed along the way
+     * (a statement added to it whose error went unnoticed, a deferred constraint) succeeds as a command
+     * but answers ROLLBACK. A COMMIT whose answer is lost (the connection broke) is not acknowledged
+     * either: the dataplane resends, and the usage_batches row tells a stored batch from a lost one. */
+    if (cp_db_query(&cp->db, &res, "COMMIT", 0, NULL, NULL, NULL) != 0 || strcmp(PQcmdStatus(res), "COMMIT") != 0) {
+        snprintf(ret_err, errsz, "commit failed: %s",
+                 res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK ? "the transaction was rolled back"
+                                                                        : cp_db_errmsg(&cp->db, res));
+        PQclear(res);
         return -1;
     }
+    PQclear(res);
     *ret_duplicate = 0;
     tg_info("cp.usage.stored", "instance=%s sequence=%s records=%zu ms=%.1f", batch->instance_id, seq, batch->n_records,
             (tg_mono_ns() - t0) / 1e6);
