@@ -32,7 +32,10 @@ typedef struct batch {
     uint32_t count;
     uint8_t *payload; /* a serialized UsageBatch */
     size_t len;
+    int from_spool; /* loaded from an earlier run's spool file */
 } batch_t;
+
+#define MAX_SPOOL_FILES 64
 
 static struct {
     pthread_mutex_t lock;
@@ -45,6 +48,10 @@ static struct {
     int warned_large; /* once per episode of a large queue */
     uint64_t deadline_ns;
     nng_socket sock;
+    /* Spool files of earlier runs stay on disk until every batch read from them is acknowledged, or is in
+     * this run's own spool file: a process killed before it resent them must not take them along. */
+    char *spool_files[MAX_SPOOL_FILES];
+    size_t n_spool_files, spool_unacked;
 } shipper = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 static size_t
@@ -189,31 +196,48 @@ spool_path(char *out, size_t cap, const char *instance_id)
     snprintf(out, cap, "%s/usage-%s.spool", dp_config.usage_spool_dir, instance_id);
 }
 
+/* Forgets the spool files of earlier runs: their batches are acknowledged or in this run's spool. */
 static void
+spool_release_loaded(void)
+{
+    for (size_t i = 0; i < shipper.n_spool_files; i++) {
+        if (unlink(shipper.spool_files[i]) != 0 && errno != ENOENT)
+            tg_warn("dp.usage.spool_unlink_failed", "path=%s error=%s", shipper.spool_files[i], strerror(errno));
+        free(shipper.spool_files[i]);
+    }
+    shipper.n_spool_files = 0;
+}
+
+/* Writes every unacknowledged batch to this run's spool file. 0 when nothing is left only in memory. */
+static int
 spool_write_remaining(void)
 {
-    if (dp_config.usage_spool_dir == NULL || shipper.head == NULL)
-        return;
+    if (shipper.head == NULL)
+        return 0;
+    if (dp_config.usage_spool_dir == NULL)
+        return -1;
     char path[1024], tmp[1100];
     spool_path(path, sizeof(path), dp_config.instance_id);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     FILE *f = fopen(tmp, "wb");
     if (f == NULL) {
         tg_error("dp.usage.spool_failed", "path=%s error=%s records=%zu", tmp, strerror(errno), shipper.queued_records);
-        return;
+        return -1;
     }
     for (batch_t *b = shipper.head; b != NULL; b = b->next) {
         uint32_t len = (uint32_t)b->len;
         fwrite(&len, sizeof(len), 1, f);
         fwrite(b->payload, 1, b->len, f);
     }
-    int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
+    int ok = !ferror(f) && fflush(f) == 0 && fsync(fileno(f)) == 0;
     fclose(f);
     if (!ok || rename(tmp, path) != 0) {
         tg_error("dp.usage.spool_failed", "path=%s error=%s", path, strerror(errno));
-        return;
+        unlink(tmp);
+        return -1;
     }
     tg_warn("dp.usage.spooled", "path=%s batches=%zu records=%zu", path, shipper.n_batches, shipper.queued_records);
+    return 0;
 }
 
 static void
@@ -229,12 +253,17 @@ spool_load(void)
         size_t nl = strlen(e->d_name);
         if (nl < 7 || strcmp(e->d_name + nl - 6, ".spool") != 0)
             continue;
+        if (shipper.n_spool_files == MAX_SPOOL_FILES) {
+            tg_warn("dp.usage.spool_deferred", "reason=\"more than %d spool files: the rest wait for the next run\"",
+                    MAX_SPOOL_FILES);
+            break;
+        }
         char path[1024];
         snprintf(path, sizeof(path), "%s/%s", dp_config.usage_spool_dir, e->d_name);
         FILE *f = fopen(path, "rb");
         if (f == NULL)
             continue;
-        size_t loaded = 0;
+        size_t loaded = 0, batches = 0;
         uint32_t len;
         while (fread(&len, sizeof(len), 1, f) == 1 && len <= TG_WIRE_MAX_MSG) {
             uint8_t *payload = malloc(len ? len : 1);
@@ -253,13 +282,20 @@ spool_load(void)
             bt->count = (uint32_t)ub->n_records;
             bt->payload = payload;
             bt->len = len;
+            bt->from_spool = 1;
             tollgate__usage_batch__free_unpacked(ub, NULL);
             enqueue(bt);
             loaded += bt->count;
+            batches++;
         }
         fclose(f);
-        unlink(path);
-        tg_info("dp.usage.spool_loaded", "path=%s records=%zu", path, loaded);
+        /* kept until its batches are acknowledged (spool_release_loaded); an empty one goes now */
+        if (batches == 0)
+            unlink(path);
+        else
+            shipper.spool_files[shipper.n_spool_files++] = strdup(path);
+        shipper.spool_unacked += batches;
+        tg_info("dp.usage.spool_loaded", "path=%s batches=%zu records=%zu", path, batches, loaded);
     }
     closedir(d);
 }
@@ -331,6 +367,8 @@ shipper_main(void *arg)
                 shipper.warned_large = 0;
             if (failures > 0)
                 tg_info("dp.usage.resumed", "after_failures=%d pending_records=%zu", failures, shipper.queued_records);
+            if (bt->from_spool && --shipper.spool_unacked == 0)
+                spool_release_loaded();
             free(bt->payload);
             free(bt);
             backoff_ms = 0;
@@ -348,7 +386,12 @@ shipper_main(void *arg)
         until.tv_nsec %= 1000000000;
         pthread_cond_timedwait(&shipper.cond, &shipper.lock, &until);
     }
-    spool_write_remaining();
+    if (spool_write_remaining() == 0)
+        spool_release_loaded();
+    else /* left on disk for the next run, which resends them (stored batches are recognised) */
+        for (size_t i = 0; i < shipper.n_spool_files; i++)
+            free(shipper.spool_files[i]);
+    shipper.n_spool_files = 0;
     pthread_mutex_unlock(&shipper.lock);
     return NULL;
 }

@@ -3,8 +3,8 @@
  * (snapshot sync and usage shipper threads) and the graceful shutdown sequence:
  *
  *   SIGTERM -> not ready, stop accepting, close idle connections -> wait for requests in flight
- *   (bounded by TOLLGATE_DRAIN_TIMEOUT_MS) -> stop workers, flush their usage -> ship or spool the
- *   remaining usage -> exit 0.
+ *   (bounded by TOLLGATE_DRAIN_TIMEOUT_MS) -> stop workers, flush their usage -> ship the remaining
+ *   usage until acknowledged (bounded by TOLLGATE_USAGE_DRAIN_TIMEOUT_MS), spool what is left -> exit 0.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -44,6 +44,9 @@ load_config(void)
     if (tg_env_int("TOLLGATE_USAGE_FLUSH_MS", 100, 5, 60000, &v) != 0)
         goto bad_int;
     dp_config.usage_flush_ms = (int)v;
+    if (tg_env_int("TOLLGATE_USAGE_DRAIN_TIMEOUT_MS", 10000, 0, 3600000, &v) != 0)
+        goto bad_int;
+    dp_config.usage_drain_timeout_ms = (int)v;
     if (tg_env_int("TOLLGATE_UPSTREAM_CONNECT_TIMEOUT_MS", 10000, 100, 600000, &v) != 0)
         goto bad_int;
     dp_config.upstream.connect_timeout_ms = v;
@@ -150,7 +153,7 @@ main(int argc, char **argv)
     for (int i = 0; i < dp_config.workers; i++)
         dp_worker_join(&workers[i]);
     dp_sync_stop();
-    dp_usage_shipper_stop(10000);
+    dp_usage_shipper_stop(dp_config.usage_drain_timeout_ms);
     tg_info("dp.stopped", "usage_unsent=%zu", dp_usage_shipper_pending());
     dp_snapshot_unpublish();
     curl_global_cleanup();

@@ -26,6 +26,7 @@ typedef struct dp_config {
     size_t max_body_bytes;
     int drain_timeout_ms;
     int usage_flush_ms;
+    int usage_drain_timeout_ms; /* at exit: how long unacknowledged usage is resent before it is spooled */
     const char *cp_pub_url;
     const char *cp_rep_url;
     tg_wire_key_t wire_key;

@@ -12,6 +12,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { MODEL, promptTokens, readSSE, sleep, startCluster, waitFor, waitHttp } from './harness.mjs';
 
 const DATAPLANES = 3;
@@ -25,8 +27,14 @@ let keys;
 
 before(async () => {
   // Two mock threads: the served totals are summed across threads.
+  // Every dataplane spools to one shared folder (as processes on one host may), and gives up resending at
+  // exit after 2 s, so the spool test below is quick.
   c = await startCluster({ dataplanes: DATAPLANES, label: 'zeroloss', mockThreads: 2,
-    dpEnv: { TOLLGATE_DRAIN_TIMEOUT_MS: '30000' } });
+    dpEnv: (cl) => {
+      fs.mkdirSync(spoolDir(cl), { recursive: true });
+      return { TOLLGATE_DRAIN_TIMEOUT_MS: '30000', TOLLGATE_USAGE_SPOOL_DIR: spoolDir(cl),
+        TOLLGATE_USAGE_DRAIN_TIMEOUT_MS: '2000' };
+    } });
   const seed = await c.seed();
   keys = [seed.key.key];
   for (let i = 0; i < 2; i++) keys.push((await c.createKey(seed.tenant.id, { name: `zl-${i}` })).key);
@@ -35,6 +43,11 @@ before(async () => {
 after(async () => {
   await c?.stop();
 });
+
+const spoolDir = (cl) => path.join(cl.dir, 'spool');
+const spoolFiles = () => fs.readdirSync(spoolDir(c)).filter((f) => f.endsWith('.spool'));
+// How often a log line with this event name appears in a process's log (all its lives).
+const logCount = (proc, event) => (fs.readFileSync(proc.logPath, 'utf8').match(new RegExp(`\\b${event}\\b`, 'g')) ?? []).length;
 
 async function served() {
   const res = await fetch(`${c.mockUrl}/__mock/served`, { signal: AbortSignal.timeout(5000) });
@@ -155,6 +168,45 @@ function sum(list, field) {
   return list.reduce((a, r) => a + r.expect[field], 0);
 }
 
+// Once the queues drain (bounded), PostgreSQL must hold exactly what the mock served: the same token
+// totals, one row per request id, a status-200 row for every successful client response and no other.
+async function assertStoredEqualsServed(results) {
+  const failed = results.filter((r) => !r.ok);
+  const ok = results.filter((r) => r.ok);
+  const want = await served();
+  let have;
+  try {
+    await waitFor(async () => {
+      have = await stored();
+      return have.okRows >= ok.length && have.input >= want.input && have.output >= want.output;
+    }, 60000, { intervalMs: 200, what: 'usage to reach PostgreSQL' });
+  } catch (err) {
+    assert.fail(`${err.message}\nstored ${JSON.stringify(have)}\nserved ${JSON.stringify(want)}\n` +
+      `${c.dataplanes.map((d) => d.describe('state')).join('\n')}\n${c.controlplane.describe('state')}`);
+  }
+  await sleep(1000); // a late duplicate (a resend taken for a new batch) would show up here
+  have = await stored();
+  const rowsByStatus = await c.sql('SELECT status, count(*)::int AS n FROM usage_events GROUP BY status');
+  const doubles = await c.sql(
+    'SELECT request_id, count(*)::int AS n FROM usage_events GROUP BY request_id HAVING count(*) > 1 LIMIT 5');
+  assert.deepEqual(doubles, [], 'no request id is stored twice');
+  assert.equal(have.ids, have.rows, 'request ids are unique');
+  assert.equal(have.okRows, ok.length,
+    `successful client responses = rows with status 200 (statuses ${JSON.stringify(rowsByStatus)}, ` +
+    `failed requests ${JSON.stringify(failed.slice(0, 5))})`);
+  assert.deepEqual({ input: have.input, output: have.output, cached: have.cached },
+    { input: want.input, output: want.output, cached: want.cached }, 'tokens stored = tokens served, exactly');
+  // And they are the tokens the clients were promised (the mock's formula), request by request.
+  assert.equal(want.requests, ok.length, 'every reply the mock completed reached its client');
+  assert.deepEqual({ input: want.input, output: want.output, cached: want.cached },
+    { input: sum(ok, 'input'), output: sum(ok, 'output'), cached: sum(ok, 'cached') });
+  const stored200 = await c.sql('SELECT request_id FROM usage_events WHERE status = 200');
+  const storedIds = new Set(stored200.map((r) => r.request_id));
+  assert.deepEqual(ok.filter((r) => !storedIds.has(r.id)).map((r) => r.id), [], 'every success is stored');
+  console.log(`# ${results.length} requests (${failed.length} failed at the client), ` +
+    `${have.rows} rows, ${want.output} output tokens`);
+}
+
 describe('zero loss', () => {
   test('the mock counts what it served, through the gateway', async () => {
     await resetServed();
@@ -222,39 +274,7 @@ describe('zero loss', () => {
     const victimFailed = failed.filter((r) => r.pid === oldPid);
     assert.deepEqual(victimFailed, [], 'streams on the draining dataplane completed');
 
-    // The queues drain (bounded): then PostgreSQL holds exactly what the mock served.
-    const want = await served();
-    let have;
-    try {
-      await waitFor(async () => {
-        have = await stored();
-        return have.okRows >= ok.length && have.input >= want.input && have.output >= want.output;
-      }, 60000, { intervalMs: 200, what: 'usage to reach PostgreSQL' });
-    } catch (err) {
-      assert.fail(`${err.message}\nstored ${JSON.stringify(have)}\nserved ${JSON.stringify(want)}\n` +
-        `${c.dataplanes.map((d) => d.describe('state')).join('\n')}\n${c.controlplane.describe('state')}`);
-    }
-    await sleep(1000); // a late duplicate (a resend taken for a new batch) would show up here
-    have = await stored();
-    const rowsByStatus = await c.sql('SELECT status, count(*)::int AS n FROM usage_events GROUP BY status');
-    const doubles = await c.sql(
-      'SELECT request_id, count(*)::int AS n FROM usage_events GROUP BY request_id HAVING count(*) > 1 LIMIT 5');
-    assert.deepEqual(doubles, [], 'no request id is stored twice');
-    assert.equal(have.ids, have.rows, 'request ids are unique');
-    assert.equal(have.okRows, ok.length,
-      `successful client responses = rows with status 200 (statuses ${JSON.stringify(rowsByStatus)}, ` +
-      `failed requests ${JSON.stringify(failed.slice(0, 5))})`);
-    assert.deepEqual({ input: have.input, output: have.output, cached: have.cached },
-      { input: want.input, output: want.output, cached: want.cached }, 'tokens stored = tokens served, exactly');
-    // And they are the tokens the clients were promised (the mock's formula), request by request.
-    assert.equal(want.requests, ok.length, 'every reply the mock completed reached its client');
-    assert.deepEqual({ input: want.input, output: want.output, cached: want.cached },
-      { input: sum(ok, 'input'), output: sum(ok, 'output'), cached: sum(ok, 'cached') });
-    const stored200 = await c.sql('SELECT request_id FROM usage_events WHERE status = 200');
-    const storedIds = new Set(stored200.map((r) => r.request_id));
-    assert.deepEqual(ok.filter((r) => !storedIds.has(r.id)).map((r) => r.id), [], 'every success is stored');
-    console.log(`# ${results.length} requests (${failed.length} failed at the client), ` +
-      `${have.rows} rows, ${want.output} output tokens`);
+    await assertStoredEqualsServed(results);
   });
 
   test('dataplane SIGKILL: at most its unacknowledged usage is lost, nothing is counted twice', async () => {
@@ -302,5 +322,48 @@ describe('zero loss', () => {
       `the missing tokens are the killed process's: ${JSON.stringify({ have, want })}`);
     console.log(`# SIGKILL lost ${lost.length} of ${ok.filter((r) => r.pid === killedPid).length} successful ` +
       `responses of the killed process (${want.output - have.output} output tokens)`);
+  });
+
+  test('dataplane SIGTERM while the control plane is down: usage spooled, restored across a SIGKILL, stored once', async () => {
+    await c.sql('TRUNCATE usage_events');
+    await resetServed();
+    assert.deepEqual(spoolFiles(), [], 'no spool file left by the earlier tests');
+    const killed = await c.controlplane.kill();
+    assert.equal(killed.signal, 'SIGKILL');
+    const rotation = new Set(c.dataplanes.map((_, i) => i));
+    const load = startLoad('spool', rotation);
+    await load.more(STEP, 'with the control plane down');
+
+    // The dataplane drains its streams, cannot get its usage acknowledged, and spools it.
+    const victim = DATAPLANES - 1;
+    const dp = c.dataplanes[victim];
+    await leaveRotation(load, rotation, victim);
+    const firstPid = dp.pid;
+    const exit = await dp.stop(40000);
+    assert.equal(exit.forced, false, dp.describe('did not exit after SIGTERM'));
+    assert.equal(exit.code, 0, dp.describe(`exit ${JSON.stringify(exit)}`));
+    const spooled = spoolFiles();
+    assert.equal(spooled.length, 1, dp.describe(`one spool file (${spooled})`));
+
+    // Its successor reads the spool and is killed before the control plane is back: the file must still
+    // be there, or that usage would die with it.
+    const loadedBefore = logCount(dp, 'dp.usage.spool_loaded');
+    dp.start();
+    await waitFor(() => logCount(dp, 'dp.usage.spool_loaded') > loadedBefore, 20000,
+      { what: `${dp.name} to load the spool` });
+    await dp.kill();
+    assert.deepEqual(spoolFiles(), spooled, 'a spool file stays until its batches are acknowledged');
+
+    // A third life, the control plane back: everything lands once, and the spool file goes.
+    dp.start();
+    await load.more(STEP, 'before the control plane returns');
+    await c.startControlPlane();
+    await waitHttp(dp, `${dp.url}/readyz`, 200);
+    rotation.add(victim);
+    await load.more(STEP, 'with the control plane back');
+    const results = await load.stop();
+    assert.deepEqual(results.filter((r) => !r.ok && r.pid === firstPid), [], 'the drained streams completed');
+    await assertStoredEqualsServed(results);
+    await waitFor(() => spoolFiles().length === 0, 20000, { what: 'the spool file to be released' });
   });
 });
