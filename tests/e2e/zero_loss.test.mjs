@@ -366,4 +366,42 @@ describe('zero loss', () => {
     await assertStoredEqualsServed(results);
     await waitFor(() => spoolFiles().length === 0, 20000, { what: 'the spool file to be released' });
   });
+
+  test('a batch whose transaction fails at COMMIT is not acknowledged: resent, then stored once', async () => {
+    // A deferred constraint trigger fails the COMMIT of any batch holding a `refuse-` request while the
+    // switch row exists: the whole batch must be rolled back, answered with an error and sent again.
+    await c.sql(`CREATE TABLE zl_refuse_switch (x int);
+      INSERT INTO zl_refuse_switch VALUES (1);
+      CREATE FUNCTION zl_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NEW.request_id LIKE 'refuse-%' AND EXISTS (SELECT 1 FROM zl_refuse_switch) THEN
+          RAISE EXCEPTION 'zero-loss test: refused at commit';
+        END IF;
+        RETURN NULL;
+      END $$;
+      CREATE CONSTRAINT TRIGGER zl_refuse AFTER INSERT ON usage_events DEFERRABLE INITIALLY DEFERRED
+        FOR EACH ROW EXECUTE FUNCTION zl_refuse();`);
+    try {
+      const rejectedBefore = logCount(c.controlplane, 'cp.usage.rejected');
+      const ids = [];
+      for (let i = 0; i < 6; i++) {
+        const id = `${i % 2 ? 'refuse' : 'pass'}-${crypto.randomUUID()}`;
+        const res = await c.chat(0, keys[0], { model: MODEL, messages: [{ role: 'user', content: `refuse ${i}` }] },
+          { headers: { 'x-request-id': id } });
+        assert.equal(res.status, 200);
+        ids.push(id);
+      }
+      await waitFor(() => logCount(c.controlplane, 'cp.usage.rejected') >= rejectedBefore + 2, 20000,
+        { what: 'the control plane to refuse the batch twice (a resend)' });
+      const early = await c.usageRows(ids.filter((id) => id.startsWith('refuse-')));
+      assert.deepEqual(early, [], 'nothing of a rolled-back batch is stored');
+      await c.sql('DELETE FROM zl_refuse_switch');
+      const rows = await c.waitUsage(ids, 20000);
+      await sleep(500);
+      const all = await c.usageRows(ids);
+      assert.equal(all.length, ids.length, `each request once: ${JSON.stringify(rows.map((r) => r.request_id))}`);
+    } finally {
+      await c.sql(`DROP TRIGGER zl_refuse ON usage_events; DROP FUNCTION zl_refuse(); DROP TABLE zl_refuse_switch;`);
+    }
+  });
 });
