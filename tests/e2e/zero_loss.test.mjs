@@ -382,7 +382,7 @@ describe('zero loss', () => {
       CREATE CONSTRAINT TRIGGER zl_refuse AFTER INSERT ON usage_events DEFERRABLE INITIALLY DEFERRED
         FOR EACH ROW EXECUTE FUNCTION zl_refuse();`);
     try {
-      const rejectedBefore = logCount(c.controlplane, 'cp.usage.rejected');
+      const rejectedBefore = logCount(c.controlplane, 'refused at commit');
       const ids = [];
       for (let i = 0; i < 6; i++) {
         const id = `${i % 2 ? 'refuse' : 'pass'}-${crypto.randomUUID()}`;
@@ -391,7 +391,7 @@ describe('zero loss', () => {
         assert.equal(res.status, 200);
         ids.push(id);
       }
-      await waitFor(() => logCount(c.controlplane, 'cp.usage.rejected') >= rejectedBefore + 2, 20000,
+      await waitFor(() => logCount(c.controlplane, 'refused at commit') >= rejectedBefore + 2, 20000,
         { what: 'the control plane to refuse the batch twice (a resend)' });
       const early = await c.usageRows(ids.filter((id) => id.startsWith('refuse-')));
       assert.deepEqual(early, [], 'nothing of a rolled-back batch is stored');
