@@ -224,6 +224,54 @@ describe('zero loss', () => {
       cached: sum([a, b, d], 'cached') });
   });
 
+  test('the mock counts served usage in every wire format, and never a cut reply', async () => {
+    await resetServed();
+    const key = c.mockSecret;
+    const text = (d) => `served check [mock:${d}]`;
+    const P = (d) => promptTokens([{ role: 'user', content: text(d) }]);
+    // [name, path, headers, body(directives, stream), stream?, cached reported?]
+    const formats = [
+      ['openai', '/v1/chat/completions', { authorization: `Bearer ${key}` },
+        (d, st) => ({ model: 'm', stream: st, stream_options: st ? { include_usage: true } : undefined,
+          messages: [{ role: 'user', content: text(d) }] }), true],
+      ['anthropic', '/v1/messages', { 'x-api-key': key, 'anthropic-version': '2023-06-01' },
+        (d, st) => ({ model: 'm', max_tokens: 100, stream: st, messages: [{ role: 'user', content: text(d) }] }), true],
+      ['gemini', null, { 'x-goog-api-key': key },
+        (d) => ({ contents: [{ role: 'user', parts: [{ text: text(d) }] }] }), true],
+      ['bedrock', null, { authorization: `Bearer ${key}` },
+        (d) => ({ messages: [{ role: 'user', content: [{ text: text(d) }] }] }), true],
+      ['cohere', '/v2/chat', { authorization: `Bearer ${key}` },
+        (d, st) => ({ model: 'm', stream: st, messages: [{ role: 'user', content: text(d) }] }), false],
+      ['ollama', '/api/chat', {},
+        (d, st) => ({ model: 'm', stream: st, messages: [{ role: 'user', content: text(d) }] }), false],
+    ];
+    const pathOf = (name, fixed, st) => fixed ?? (name === 'gemini'
+      ? `/v1beta/models/m:${st ? 'streamGenerateContent?alt=sse' : 'generateContent'}`
+      : `/model/m/${st ? 'converse-stream' : 'converse'}`);
+    const want = { requests: 0, input: 0, output: 0, cached: 0 };
+    let i = 0;
+    for (const [name, fixed, headers, body, cachedReported] of formats) {
+      for (const st of [false, true]) {
+        for (const cut of [false, true]) {
+          i++;
+          const d = `tokens=${3 + i},cached=2${cut ? ',reset_after=1' : ''}`;
+          const res = await fetch(`${c.mockUrl}${pathOf(name, fixed, st)}`, { method: 'POST',
+            headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body(d, st)),
+            signal: AbortSignal.timeout(10000) }).catch((err) => ({ status: 0, err }));
+          assert.equal(res.status, 200, `${name} stream=${st}: ${res.err?.message}`);
+          await res.arrayBuffer().catch(() => null); // a cut reply ends in a transport error
+          if (cut) continue;
+          want.requests++;
+          want.input += P(d);
+          want.output += 3 + i;
+          want.cached += cachedReported ? 2 : 0;
+          assert.deepEqual(await served(), want, `after ${name} stream=${st}`);
+        }
+      }
+    }
+    assert.deepEqual(await served(), want, 'the cut replies counted nothing');
+  });
+
   test('control plane SIGKILL, PostgreSQL restart, dataplane SIGTERM mid-stream: tokens stored = tokens served', async () => {
     // Start from a clean slate: what the previous test left is billed and stored first.
     await waitFor(async () => (await stored()).rows >= 4, 20000, { what: 'the first test\'s usage' });
