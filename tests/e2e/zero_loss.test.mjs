@@ -291,8 +291,12 @@ describe('zero loss', () => {
 
     // 2. PostgreSQL crashes and comes back (same port, same data); the control plane must reconnect,
     // lead again and take usage again.
+    const retriesBefore = logCount(c.controlplane, 'cp.db.connect_failed');
     await c.stopPostgres('immediate'); // a crash, as the sessions see it
     await load.more(STEP, 'while PostgreSQL is down');
+    // Down long enough for the control plane to be in its reconnect backoff, not just between two tries.
+    await waitFor(() => logCount(c.controlplane, 'cp.db.connect_failed') >= retriesBefore + 2, 30000,
+      { what: 'the control plane to retry its database connection twice' });
     await c.startPostgres();
     assert.ok(c.controlplane.alive, c.controlplane.describe('died while PostgreSQL was away'));
     await c.waitControlPlane(60000);
