@@ -62,7 +62,8 @@ static uint64_t next_request_id; /* atomic */
 static struct {
     pthread_mutex_t mu;
     uint64_t requests;
-    json_t *last; /* {"method","path","headers"} */
+    uint64_t cancelled; /* chat replies whose client went away before the reply ended */
+    json_t *last;       /* {"method","path","headers"} */
     json_t *last_body;
 } rec = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -351,7 +352,7 @@ static void
 on_mock_stats(h2o_req_t *req)
 {
     pthread_mutex_lock(&rec.mu);
-    json_t *out = json_pack("{s:I}", "requests", (json_int_t)rec.requests);
+    json_t *out = json_pack("{s:I,s:I}", "requests", (json_int_t)rec.requests, "cancelled", (json_int_t)rec.cancelled);
     pthread_mutex_unlock(&rec.mu);
     send_json_dump(req, out);
     json_decref(out);
@@ -363,6 +364,7 @@ on_mock_reset(h2o_req_t *req)
     pthread_mutex_lock(&rec.mu);
     json_t *old_meta = rec.last, *old_body = rec.last_body;
     rec.requests = 0;
+    rec.cancelled = 0;
     rec.last = rec.last_body = NULL;
     pthread_mutex_unlock(&rec.mu);
     json_decref(old_meta);
@@ -510,10 +512,23 @@ arm_timer(struct mock_gen *g, uint64_t ms)
     uv_timer_start(&g->timer->handle, on_timer, ms, 0);
 }
 
+/* The client (the gateway) went away while the reply was pending or streaming. */
+static void
+count_cancel(struct mock_gen *g)
+{
+    if (g->phase != G_PENDING && g->phase != G_STREAMING)
+        return;
+    g->phase = G_DONE;
+    pthread_mutex_lock(&rec.mu);
+    rec.cancelled++;
+    pthread_mutex_unlock(&rec.mu);
+}
+
 static void
 on_gen_dispose(void *p)
 {
     struct mock_gen *g = p;
+    count_cancel(g);
     if (g->timer != NULL) {
         g->timer->gen = NULL;
         uv_timer_stop(&g->timer->handle);
@@ -525,6 +540,7 @@ static void
 on_gen_stop(h2o_generator_t *self, h2o_req_t *req)
 {
     struct mock_gen *g = (struct mock_gen *)self;
+    count_cancel(g);
     g->phase = G_DONE;
     if (g->timer != NULL)
         uv_timer_stop(&g->timer->handle);
