@@ -46,6 +46,8 @@ setting(json_t *settings, const char *name, long def, long min, long max)
     return n < min ? min : n > max ? max : n;
 }
 
+int dp_breaker_defaults_off;
+
 void
 dp_policy_from_settings(json_t *settings, dp_policy_t *p)
 {
@@ -54,7 +56,9 @@ dp_policy_from_settings(json_t *settings, dp_policy_t *p)
     p->first_byte_timeout_ms = setting(settings, "first_byte_timeout_ms", 60000, 0, 3600000);
     p->idle_timeout_ms = setting(settings, "idle_timeout_ms", 60000, 0, 3600000);
     p->total_timeout_ms = setting(settings, "total_timeout_ms", 0, 0, 3600000);
-    const dp_breaker_config_t *d = &dp_breaker_defaults;
+    dp_breaker_config_t off = dp_breaker_defaults;
+    off.consecutive_failures = off.error_rate_pct = 0;
+    const dp_breaker_config_t *d = dp_breaker_defaults_off ? &off : &dp_breaker_defaults;
     dp_breaker_config_t *b = &p->breaker;
     b->consecutive_failures =
         (uint32_t)setting(settings, "breaker_consecutive_failures", d->consecutive_failures, 0, 1000);

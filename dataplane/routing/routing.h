@@ -38,6 +38,9 @@ typedef struct dp_chooser {
 
 uint64_t dp_session_hash(const char *id, size_t len);
 
+/* TOLLGATE_BREAKER_DEFAULTS=off: breakers only where a provider's settings set a rule (set at start). */
+extern int dp_breaker_defaults_off;
+
 /* The provider's reliability settings, read from its settings object (strings or numbers). */
 void dp_policy_from_settings(json_t *settings, dp_policy_t *ret);
 

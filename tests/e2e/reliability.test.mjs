@@ -60,7 +60,7 @@ async function breakers(token = OPS_TOKEN) {
 }
 
 before(async () => {
-  c = await startCluster({ dataplanes: 1, label: 'reliab', dpEnv: { TOLLGATE_OPS_TOKEN: OPS_TOKEN } });
+  c = await startCluster({ dataplanes: 1, label: 'reliab', dpEnv: { TOLLGATE_OPS_TOKEN: OPS_TOKEN, TOLLGATE_BREAKER_DEFAULTS: 'on' } });
   tenant = await c.createTenant('reliab');
   key = (await c.createKey(tenant.id)).key;
   // breakers off where a test does not look at them, so that failures of one test do not skip targets in another
