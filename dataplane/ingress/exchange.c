@@ -16,8 +16,10 @@
  * Connection errors, 408, 429, 5xx and 529 retry the same target with exponential backoff and jitter
  * (Retry-After honoured, capped), a 429 on another key when there is one; 401/403 mark the key bad and
  * rotate at once; 400, 404, 413 and 422 are the client's and are never retried. A target whose retries
- * are spent hands over to the route's next target, each with its own budget. When all fail the client
- * gets the first target's error. Failed attempts bill nothing. `x-tollgate-attempts` lists every try.
+ * are spent hands over to the plan's next target (routing/routing.h: the model's targets, then the
+ * request's fallbacks), each with its own budget; targets whose breakers are all open are skipped. When
+ * all fail the client gets the first target's error. Failed attempts bill nothing. `x-tollgate-attempts`
+ * lists every try. Each attempt's outcome feeds its (account, key, model) circuit breaker.
  *
  * Streams: upstream bytes go through the framing (SSE, NDJSON or AWS event-stream) into a pending
  * buffer; one h2o_send is in flight at a time; while the pending buffer is over a high-water mark the
