@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "config/snapshot.h"
+#include "routing/routing.h"
 #include "tollgate/json_scan.h"
 #include "tollgate.pb-c.h"
 
@@ -130,6 +131,7 @@ snapshot_free(dp_snapshot_t *s)
         for (size_t t = 0; t < s->routes[i].n_targets; t++) {
             free(s->routes[i].targets[t].upstream_model_json);
             free(s->routes[i].targets[t].chat_url);
+            free(s->routes[i].targets[t].breakers);
         }
         free(s->routes[i].targets);
     }
@@ -169,6 +171,53 @@ find_price(const dp_snapshot_t *s, const Tollgate__Snapshot *pb, const char *pro
     return any;
 }
 
+const dp_price_t *
+dp_snapshot_find_price(const dp_snapshot_t *s, const char *provider_id, const char *model)
+{
+    return s->pb != NULL ? find_price(s, s->pb, provider_id, model) : NULL;
+}
+
+const dp_provider_t *
+dp_snapshot_find_provider_by_name(const dp_snapshot_t *s, const char *name, size_t len)
+{
+    for (size_t i = 0; i < s->n_providers; i++)
+        if (strlen(s->providers[i].name) == len && memcmp(s->providers[i].name, name, len) == 0)
+            return &s->providers[i];
+    return NULL;
+}
+
+static void *
+target_alloc(tg_arena_t *a, size_t size)
+{
+    return a != NULL ? tg_arena_alloc(a, size) : calloc(1, size);
+}
+
+int
+dp_target_init(const dp_snapshot_t *s, dp_target_t *dt, const dp_provider_t *prov, const char *upstream_model,
+               uint32_t weight, tg_arena_t *a)
+{
+    dt->provider = prov;
+    dt->upstream_model = upstream_model;
+    dt->tx = (tx_target_t){
+        .kind = prov->kind, .base_url = prov->base_url, .upstream_model = upstream_model, .settings = prov->settings};
+    char url[4096];
+    int n = tx_openai_url(&dt->tx, "chat/completions", url, sizeof(url));
+    if (n < 0 || (dt->chat_url = target_alloc(a, (size_t)n + 1)) == NULL)
+        return -1;
+    memcpy(dt->chat_url, url, (size_t)n + 1);
+    size_t mlen = strlen(upstream_model);
+    if ((dt->upstream_model_json = target_alloc(a, 6 * mlen + 3)) == NULL)
+        return -1;
+    dt->upstream_model_json_len = tg_json_quote(dt->upstream_model_json, upstream_model, mlen);
+    dt->price = dp_snapshot_find_price(s, prov->id, upstream_model);
+    dt->weight = weight;
+    if ((dt->breakers = target_alloc(a, prov->n_keys * sizeof(*dt->breakers))) == NULL)
+        return -1;
+    for (size_t k = 0; k < prov->n_keys; k++)
+        dt->breakers[k] = dp_breaker_get(prov->id, prov->name, prov->keys[k].id, upstream_model);
+    return 0;
+}
+
 static int
 build_provider(dp_provider_t *p, const Tollgate__ProviderAccount *pa, const tg_wire_key_t *wire_key, char *err,
                size_t errlen)
@@ -192,6 +241,7 @@ build_provider(dp_provider_t *p, const Tollgate__ProviderAccount *pa, const tg_w
         snprintf(err, errlen, "provider %s: settings are not a JSON object", pa->name);
         return -1;
     }
+    dp_policy_from_settings(p->settings, &p->policy);
     p->keys = calloc(pa->n_keys ? pa->n_keys : 1, sizeof(*p->keys));
     if (p->keys == NULL)
         return -1;
@@ -216,7 +266,7 @@ build_provider(dp_provider_t *p, const Tollgate__ProviderAccount *pa, const tg_w
         secret[plen] = '\0';
         dp_provider_key_t *dk = &p->keys[p->n_keys++];
         dk->id = pk->id;
-        dk->weight = pk->weight ? pk->weight : 1;
+        dk->weight = pk->weight; /* 0: used only when no weighted key is usable */
         p->total_weight += dk->weight;
         /* Bedrock takes either SigV4 credentials (a JSON object) or a Bedrock API key (Bearer) */
         if (strcmp(p->kind, "bedrock") == 0 && secret[0] == '{')
@@ -301,23 +351,8 @@ dp_snapshot_build(const uint8_t *buf, size_t len, const tg_wire_key_t *wire_key,
             const dp_provider_t *prov = find_provider(s, rt->provider_id);
             if (prov == NULL)
                 continue; /* a target whose provider is gone cannot be used */
-            dp_target_t *dt = &dr->targets[dr->n_targets++];
-            dt->provider = prov;
-            dt->upstream_model = rt->upstream_model;
-            dt->tx = (tx_target_t){.kind = prov->kind,
-                                   .base_url = prov->base_url,
-                                   .upstream_model = rt->upstream_model,
-                                   .settings = prov->settings};
-            char url[4096];
-            if (tx_openai_url(&dt->tx, "chat/completions", url, sizeof(url)) < 0 ||
-                (dt->chat_url = strdup(url)) == NULL)
+            if (dp_target_init(s, &dr->targets[dr->n_targets++], prov, rt->upstream_model, rt->weight, NULL) != 0)
                 goto fail;
-            size_t mlen = strlen(rt->upstream_model);
-            if ((dt->upstream_model_json = malloc(6 * mlen + 2)) == NULL)
-                goto fail;
-            dt->upstream_model_json_len = tg_json_quote(dt->upstream_model_json, rt->upstream_model, mlen);
-            dt->price = find_price(s, pb, rt->provider_id, rt->upstream_model);
-            dt->weight = rt->weight ? rt->weight : 1;
         }
         for (size_t h = fnv1a(dr->name, dr->name_len) & s->route_mask;; h = (h + 1) & s->route_mask) {
             if (s->route_slots[h] == 0) {

@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "tollgate/arena.h"
 #include "tollgate/crypto.h"
 #include "tollgate/wire.h"
 
@@ -23,7 +24,19 @@ typedef struct dp_price {
 
 #include <curl/curl.h>
 #include <jansson.h>
+#include "routing/breaker.h"
 #include "translate/tx.h"
+
+/* A provider account's reliability settings (routing/routing.c reads them from `settings`). Timeouts
+ * of 0 take the process defaults (TOLLGATE_UPSTREAM_*). */
+typedef struct dp_policy {
+    int max_retries;
+    long connect_timeout_ms;
+    long first_byte_timeout_ms; /* streams: response headers within this */
+    long idle_timeout_ms;       /* streams: the longest gap between two body chunks */
+    long total_timeout_ms;      /* one attempt, first byte to last */
+    dp_breaker_config_t breaker;
+} dp_policy_t;
 
 /* The request headers for upstream calls with one provider key, built once per snapshot rather than per
  * request: [0] for JSON answers, [1] for streams. They carry the decrypted secret, wiped on free. */
@@ -56,6 +69,7 @@ typedef struct dp_provider {
     dp_provider_key_t *keys;      /* at least one */
     size_t n_keys;
     uint32_t total_weight;
+    dp_policy_t policy;
 } dp_provider_t;
 
 typedef struct dp_target {
@@ -66,7 +80,8 @@ typedef struct dp_target {
     char *upstream_model_json; /* quoted and escaped, ready to splice into a body */
     size_t upstream_model_json_len;
     const dp_price_t *price; /* NULL: no price configured, billed at 0 */
-    uint32_t weight;
+    uint32_t weight;         /* 0: only a fallback, never chosen first */
+    dp_breaker_t **breakers; /* one per provider key (NULL entries: none); process-wide, never freed */
 } dp_target_t;
 
 typedef struct dp_route {
@@ -114,6 +129,14 @@ void dp_snapshot_unref(dp_snapshot_t *s);
 const dp_vkey_t *dp_snapshot_find_key(const dp_snapshot_t *s, const uint8_t hash[TG_SHA256_LEN]);
 const dp_route_t *dp_snapshot_find_route(const dp_snapshot_t *s, const char *name, size_t len);
 int dp_vkey_allows(const dp_vkey_t *k, const char *model, size_t len);
+/* A provider account by its name (the `account/model` form of model names). */
+const dp_provider_t *dp_snapshot_find_provider_by_name(const dp_snapshot_t *s, const char *name, size_t len);
+/* The price of (provider, upstream model): the provider's own, else the any-provider one, else NULL. */
+const dp_price_t *dp_snapshot_find_price(const dp_snapshot_t *s, const char *provider_id, const char *model);
+/* Fills a target of provider p for upstream_model: URL, quoted model, price, breakers. Strings and
+ * arrays are malloc'd (the snapshot frees them) or, with an arena, taken from it. 0 or -1. */
+int dp_target_init(const dp_snapshot_t *s, dp_target_t *t, const dp_provider_t *p, const char *upstream_model,
+                   uint32_t weight, tg_arena_t *a);
 
 /* The process-wide current snapshot. publish() takes over the caller's reference. */
 void dp_snapshot_publish(dp_snapshot_t *s);

@@ -16,8 +16,10 @@
  * Connection errors, 408, 429, 5xx and 529 retry the same target with exponential backoff and jitter
  * (Retry-After honoured, capped), a 429 on another key when there is one; 401/403 mark the key bad and
  * rotate at once; 400, 404, 413 and 422 are the client's and are never retried. A target whose retries
- * are spent hands over to the route's next target, each with its own budget. When all fail the client
- * gets the first target's error. Failed attempts bill nothing. `x-tollgate-attempts` lists every try.
+ * are spent hands over to the plan's next target (routing/routing.h: the model's targets, then the
+ * request's fallbacks), each with its own budget; targets whose breakers are all open are skipped. When
+ * all fail the client gets the first target's error. Failed attempts bill nothing. `x-tollgate-attempts`
+ * lists every try. Each attempt's outcome feeds its (account, key, model) circuit breaker.
  *
  * Streams: upstream bytes go through the framing (SSE, NDJSON or AWS event-stream) into a pending
  * buffer; one h2o_send is in flight at a time; while the pending buffer is over a high-water mark the
@@ -34,6 +36,7 @@
 #include <string.h>
 #include "accounting/usage.h"
 #include "ingress/ingress.h"
+#include "routing/routing.h"
 #include "tollgate/arena.h"
 #include "tollgate/buf.h"
 #include "tollgate/env.h"
@@ -54,11 +57,10 @@
 #define ARENA_MAX          (256u << 20)
 #define TOKEN_MARGIN_S     300 /* refresh OAuth tokens this long before they expire */
 
-#define MAX_ATTEMPTS        16 /* all targets together */
-#define DEFAULT_MAX_RETRIES 2
-#define BACKOFF_BASE_MS     100
-#define BACKOFF_MAX_MS      4000
-#define RETRY_AFTER_MAX_MS  5000
+#define MAX_ATTEMPTS       16 /* all targets together */
+#define BACKOFF_BASE_MS    100
+#define BACKOFF_MAX_MS     4000
+#define RETRY_AFTER_MAX_MS 5000
 
 typedef enum { PHASE_CALL = 0, PHASE_TOKEN } phase_t;
 
@@ -89,13 +91,19 @@ struct exchange {
     const dp_endpoint_t *ep;
     dp_snapshot_t *snapshot; /* held until dispose: key, route and target point into it */
     const dp_vkey_t *key;
-    const dp_route_t *route;
+    dp_plan_t plan; /* the targets this request may try, in order (routing/routing.h) */
+    dp_chooser_t chooser;
     const dp_target_t *target;
     const dp_provider_key_t *pkey;
-    size_t target_index;
-    int target_attempts; /* attempts on the current target */
-    int attempts;        /* all attempts */
-    uint64_t bad_keys;   /* keys of the current target's provider that failed auth or rate limits (bit i) */
+    dp_breaker_t *breaker; /* the current attempt's, until its outcome is recorded */
+    size_t target_index;   /* into plan */
+    int target_attempts;   /* attempts on the current target */
+    /* counters for whoever reports on the request (metrics, access log) when it ends */
+    int attempts;      /* upstream calls made */
+    int retries;       /* calls that repeated the same target (another key included) */
+    int fallbacks;     /* switches to another target */
+    int skipped;       /* targets passed over because their breakers were open */
+    uint64_t bad_keys; /* keys of the current target's provider that failed auth or rate limits (bit i) */
     struct retry_timer *timer;
     failure_t first_failure;
     tg_buf_t attempt_log; /* "provider/model=status" list for x-tollgate-attempts */
@@ -146,7 +154,7 @@ struct exchange {
 static void
 record_usage(exchange_t *x, uint32_t status)
 {
-    if (x->recorded)
+    if (x->recorded || x->target == NULL)
         return;
     x->recorded = 1;
     const dp_target_t *t = x->target;
@@ -221,6 +229,18 @@ read_openai_body(exchange_t *x, const char *data, size_t len)
     return rv == 0 ? seen : 0;
 }
 
+/* ---------------------------------------------------------------- health */
+
+/* The current attempt's outcome, for its circuit breaker; once per attempt. */
+static void
+breaker_outcome(exchange_t *x, int ok)
+{
+    if (x->breaker == NULL)
+        return;
+    dp_breaker_record(x->breaker, &x->target->provider->policy.breaker, ok, dp_breaker_now_ms());
+    x->breaker = NULL;
+}
+
 /* ---------------------------------------------------------------- streaming relay */
 
 static void
@@ -276,7 +296,7 @@ on_stop(h2o_generator_t *gen, h2o_req_t *req)
 static void
 add_attempts_header(exchange_t *x)
 {
-    if (x->attempts > 1 && x->attempt_log.len > 0)
+    if ((x->attempts > 1 || x->skipped > 0) && x->attempt_log.len > 0)
         h2o_add_header_by_str(&x->req->pool, &x->req->res.headers, H2O_STRLIT("x-tollgate-attempts"), 0, NULL,
                               h2o_strdup(&x->req->pool, x->attempt_log.base, x->attempt_log.len).base,
                               x->attempt_log.len);
@@ -596,35 +616,42 @@ finish_token_fetch(exchange_t *x, CURLcode rc)
 
 static void start_attempt(exchange_t *x);
 
-static int
-max_retries(const dp_provider_t *p)
+static uint64_t
+chooser_rand(void *ctx)
 {
-    json_t *v = json_object_get(p->settings, "max_retries");
-    long n = json_is_integer(v)  ? (long)json_integer_value(v)
-             : json_is_string(v) ? strtol(json_string_value(v), NULL, 10)
-                                 : DEFAULT_MAX_RETRIES;
-    return n < 0 ? 0 : n > 10 ? 10 : (int)n;
+    return dp_worker_rand(ctx);
 }
 
-/* A key by weight among those not marked bad in this request; NULL when none is left. */
-static const dp_provider_key_t *
-pick_key(dp_worker_t *w, const dp_provider_t *p, uint64_t bad)
+static void
+log_attempt(exchange_t *x, const dp_target_t *t, const char *outcome)
 {
-    uint64_t total = 0;
-    for (size_t i = 0; i < p->n_keys; i++)
-        if (i >= 64 || !(bad >> i & 1))
-            total += p->keys[i].weight;
-    if (total == 0)
-        return NULL;
-    uint64_t r = dp_worker_rand(w) % total;
-    for (size_t i = 0; i < p->n_keys; i++) {
-        if (i < 64 && (bad >> i & 1))
-            continue;
-        if (r < p->keys[i].weight)
-            return &p->keys[i];
-        r -= p->keys[i].weight;
+    tg_buf_appendf(&x->attempt_log, "%s%s/%s=%s", x->attempt_log.len ? ", " : "", t->provider->name, t->upstream_model,
+                   outcome);
+}
+
+/* From plan[from] on, the first target with a usable key: sets target, target_index and *key. Targets
+ * passed over because every key's breaker is open are listed as "=open" in x-tollgate-attempts. 0, or
+ * -1 when the plan is exhausted. */
+static int
+next_target(exchange_t *x, size_t from, const dp_provider_key_t **key)
+{
+    int64_t now = dp_breaker_now_ms();
+    for (size_t i = from; i < x->plan.n; i++) {
+        int all_open;
+        const dp_target_t *t = x->plan.targets[i];
+        const dp_provider_key_t *k = dp_pick_key(t, 0, &x->chooser, now, &all_open);
+        if (k != NULL) {
+            x->target = t;
+            x->target_index = i;
+            *key = k;
+            return 0;
+        }
+        if (all_open) {
+            x->skipped++;
+            log_attempt(x, t, "open");
+        }
     }
-    return NULL;
+    return -1;
 }
 
 static void
@@ -732,12 +759,14 @@ after_failure(exchange_t *x, CURLcode rc)
     if (rc != CURLE_OK)
         tg_warn("dp.upstream.failed", "request_id=%s provider=%s attempt=%d error=\"%s\"", x->request_id, p->name,
                 x->attempts, x->call.error[0] ? x->call.error : curl_easy_strerror(rc));
-    tg_buf_appendf(&x->attempt_log, "%s%s/%s=%ld", x->attempt_log.len ? ", " : "", p->name, x->target->upstream_model,
-                   status);
+    char st[24];
+    snprintf(st, sizeof(st), "%ld", status);
+    log_attempt(x, x->target, st);
 
     int auth = status == 401 || status == 403;
     int rate = status == 429;
     int retryable = rc != CURLE_OK || status == 408 || rate || status >= 500;
+    breaker_outcome(x, !auth && !retryable); /* the client's mistakes say nothing against the provider */
     if (!auth && !retryable) {
         final_failure(x, rc); /* the client's mistake (400, 404, 413, 422, ...): no retry can fix it */
         return;
@@ -749,32 +778,28 @@ after_failure(exchange_t *x, CURLcode rc)
     int64_t delay = -1;
     const dp_provider_key_t *next_key = NULL;
     if (x->attempts < MAX_ATTEMPTS && !atomic_load_explicit(&dp_draining, memory_order_relaxed)) {
-        next_key = pick_key(x->w, p, x->bad_keys);
+        int all_open;
+        next_key = dp_pick_key(x->target, x->bad_keys, &x->chooser, dp_breaker_now_ms(), &all_open);
         if (auth && next_key != NULL)
             delay = 0; /* another key, at once */
-        else if (!auth && x->target_attempts <= max_retries(p)) {
-            if (next_key == NULL) { /* a 429 on the only key: wait for it */
+        else if (!auth && x->target_attempts <= p->policy.max_retries) {
+            if (next_key == NULL && !all_open) { /* a 429 on the only key: wait for it */
                 x->bad_keys = 0;
                 next_key = x->pkey;
             }
-            delay = (int64_t)backoff_ms(x);
+            if (next_key != NULL)
+                delay = (int64_t)backoff_ms(x);
         }
     }
     if (delay < 0) {
         keep_first_failure(x, rc);
-        if (x->target_index + 1 >= x->route->n_targets || x->attempts >= MAX_ATTEMPTS) {
+        if (x->attempts >= MAX_ATTEMPTS || next_target(x, x->target_index + 1, &next_key) != 0) {
             final_failure(x, rc);
             return;
         }
-        x->target_index++;
-        x->target = &x->route->targets[x->target_index];
         x->target_attempts = 0;
         x->bad_keys = 0;
-        next_key = pick_key(x->w, x->target->provider, 0);
-        if (next_key == NULL) {
-            final_failure(x, rc);
-            return;
-        }
+        x->fallbacks++;
         delay = 0;
         tg_info("dp.route.fallback", "request_id=%s to=%s/%s", x->request_id, x->target->provider->name,
                 x->target->upstream_model);
@@ -827,6 +852,7 @@ on_done(dp_upstream_call_t *call, CURLcode rc)
             }
             x->stream_failed = 1;
         }
+        breaker_outcome(x, !x->stream_failed);
         record_usage(x, x->stream_failed ? 502 : 200);
         flush_pending(x);
         return;
@@ -835,6 +861,7 @@ on_done(dp_upstream_call_t *call, CURLcode rc)
         after_failure(x, rc);
         return;
     }
+    breaker_outcome(x, 1);
     if (x->translated)
         finish_translated(x);
     else
@@ -983,6 +1010,106 @@ passthrough_url(exchange_t *x, const char **ret)
     return 0;
 }
 
+/* Adds one model's targets to the plan when it exists and the key may use it: 0, or -1 when not. */
+static int
+plan_model(exchange_t *x, const char *name, size_t len)
+{
+    const dp_target_t *targets;
+    size_t n;
+    if (!dp_vkey_allows(x->key, name, len) || dp_resolve_model(x->snapshot, name, len, &x->arena, &targets, &n) != 0)
+        return -1;
+    dp_plan_add(&x->plan, targets, n, &x->chooser, dp_breaker_now_ms());
+    return 0;
+}
+
+/* The per-request fallbacks: `fallbacks` (an array of model names) in the body, else the header
+ * x-tollgate-fallbacks (comma-separated). Names that do not exist or the key may not use are skipped,
+ * exactly as if they had not been listed (no error reveals which models exist). */
+static void
+plan_fallbacks(exchange_t *x)
+{
+    int n = 0;
+    tg_json_span_t fb = x->parsed.fallbacks;
+    if (fb.type == TG_JSON_ARRAY) {
+        tg_json_iter_t it;
+        tg_json_span_t v;
+        tg_json_iter_init(&it, fb);
+        while (n < DP_FALLBACKS_MAX && tg_json_array_next(&it, &v) == 1) {
+            if (v.type != TG_JSON_STRING || v.len <= 2)
+                continue;
+            char *name = tg_arena_alloc(&x->arena, v.len);
+            size_t len;
+            if (name != NULL && tg_json_string_decode(v, name, v.len, &len) == 0) {
+                plan_model(x, name, len);
+                n++;
+            }
+        }
+        return;
+    }
+    ssize_t i = h2o_find_header_by_str(&x->req->headers, H2O_STRLIT("x-tollgate-fallbacks"), -1);
+    if (i < 0)
+        return;
+    h2o_iovec_t h = x->req->headers.entries[i].value;
+    const char *p = h.base, *end = h.base + h.len;
+    while (p < end && n < DP_FALLBACKS_MAX) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *e = comma != NULL ? comma : end;
+        const char *a = p, *b = e;
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+            b--;
+        if (b > a) {
+            plan_model(x, a, (size_t)(b - a));
+            n++;
+        }
+        p = e + 1;
+    }
+}
+
+/* The plan, the choice mode and the first target and key; -1 when an error was sent. */
+static int
+plan_targets(exchange_t *x, const char *name, size_t len)
+{
+    x->chooser = (dp_chooser_t){.rand = chooser_rand, .ctx = x->w};
+    ssize_t i = h2o_find_header_by_str(&x->req->headers, H2O_STRLIT("x-tollgate-session-id"), -1);
+    if (i >= 0 && x->req->headers.entries[i].value.len > 0) {
+        x->chooser.sticky = 1;
+        x->chooser.session =
+            dp_session_hash(x->req->headers.entries[i].value.base, x->req->headers.entries[i].value.len);
+    }
+    tx_dialect_t d = x->ep->dialect;
+    int shown = (int)(len > 200 ? 200 : len);
+    if (plan_model(x, name, len) != 0) {
+        x->final_sent = 1;
+        dp_send_error(x->req, d, 404, "model_not_found", "model",
+                      "The model '%.*s' does not exist or you do not have access to it.", shown, name);
+        return -1;
+    }
+    plan_fallbacks(x);
+    if (x->plan.n == 0) {
+        x->final_sent = 1;
+        dp_send_error(x->req, d, 503, "no_upstream", "model", "The model '%.*s' has no upstream configured.", shown,
+                      name);
+        return -1;
+    }
+    if (next_target(x, 0, &x->pkey) != 0) {
+        /* fail fast: every target's breakers are open (or no key is usable); calling would only add load
+         * to providers known to be failing */
+        x->final_sent = 1;
+        add_attempts_header(x);
+        if (x->skipped > 0)
+            h2o_add_header(&x->req->pool, &x->req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+        dp_send_error(x->req, d, 503, x->skipped > 0 ? "upstream_unavailable" : "no_upstream_key", "model",
+                      x->skipped > 0 ? "Every upstream of '%.*s' is failing right now (circuit breakers open); "
+                                       "try again shortly."
+                                     : "No upstream of '%.*s' has a usable key.",
+                      shown, name);
+        return -1;
+    }
+    return 0;
+}
+
 int
 dp_exchange_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id, const dp_endpoint_t *ep,
                    h2o_iovec_t url_model, int url_stream)
@@ -1032,18 +1159,6 @@ dp_exchange_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id, const
         }
         stream = ep->op == TX_OP_CHAT || ep->op == TX_OP_COMPLETION ? parsed.stream : 0;
     }
-    const dp_route_t *route = dp_snapshot_find_route(s, name, name_len);
-    if (route == NULL || !dp_vkey_allows(key, name, name_len)) {
-        dp_send_error(req, d, 404, "model_not_found", "model",
-                      "The model '%.*s' does not exist or you do not have access to it.",
-                      (int)(name_len > 200 ? 200 : name_len), name);
-        return 0;
-    }
-    if (route->n_targets == 0) {
-        dp_send_error(req, d, 503, "no_upstream", "model", "The model '%.*s' has no upstream configured.",
-                      (int)(name_len > 200 ? 200 : name_len), name);
-        return 0;
-    }
 
     exchange_t *x = h2o_mem_alloc_shared(&req->pool, sizeof(*x), on_dispose);
     memset(x, 0, sizeof(*x));
@@ -1055,8 +1170,6 @@ dp_exchange_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id, const
     x->snapshot = s;
     dp_snapshot_ref(s);
     x->key = key;
-    x->route = route;
-    x->target = &route->targets[0];
     x->request_id = request_id;
     x->model = name;
     x->model_len = name_len;
@@ -1071,10 +1184,8 @@ dp_exchange_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id, const
     x->arena.max = ARENA_MAX;
     x->response.max = MAX_RESPONSE_BYTES;
     atomic_fetch_add_explicit(&w->inflight, 1, memory_order_relaxed);
-    if ((x->pkey = pick_key(w, x->target->provider, 0)) == NULL) {
-        send_upstream_failure(x, 503, "no_upstream_key", "The provider '%s' has no usable key%s", ".");
+    if (plan_targets(x, name, name_len) != 0)
         return 0;
-    }
     if (url_model.base != NULL) {
         x->treq.model = tg_arena_strndup(&x->arena, name, name_len);
         x->url_model = 1;
@@ -1155,6 +1266,8 @@ prepare_attempt(exchange_t *x)
             return -1;
         }
         x->decoded = 1;
+        if (json_is_object(x->treq.extra))
+            json_object_del(x->treq.extra, "fallbacks"); /* the gateway's, never the provider's */
         x->treq.op = x->ep->op;
         x->treq.dialect = d;
         if (x->url_model) {
@@ -1193,11 +1306,22 @@ start_attempt(exchange_t *x)
 {
     x->attempts++;
     x->target_attempts++;
+    if (x->target_attempts > 1)
+        x->retries++;
     x->phase = PHASE_CALL;
     x->upstream_done = 0;
+    x->breaker = dp_target_breaker(x->target, x->pkey);
     int rv = prepare_attempt(x);
     if (rv < 0)
         return;
+    /* x->stream is known once the request was decoded (prepare_attempt) */
+    const dp_policy_t *pol = &x->target->provider->policy;
+    x->call.timeouts = (dp_upstream_timeouts_t){
+        .connect_ms = pol->connect_timeout_ms,
+        .total_ms = pol->total_timeout_ms,
+        .first_byte_ms = x->stream ? pol->first_byte_timeout_ms : 0,
+        .idle_ms = x->stream ? pol->idle_timeout_ms : 0,
+    };
     if ((rv == 1 ? start_token_fetch(x) : start_call(x)) != 0) {
         /* nothing went out: count it as a connection failure of this target */
         snprintf(x->call.error, sizeof(x->call.error), "the request could not be started");

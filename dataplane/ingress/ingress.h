@@ -29,6 +29,8 @@ int dp_ingress_on_req(h2o_handler_t *self, h2o_req_t *req);
 int dp_exchange_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id, const dp_endpoint_t *ep,
                        h2o_iovec_t url_model, int url_stream);
 int dp_models_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id);
+/* GET /tollgate/v1/breakers (routing/ops.c). */
+int dp_ops_breakers_handle(h2o_req_t *req);
 
 /* The first step of every API endpoint: the worker's snapshot and the calling virtual key. NULL when an
  * error was sent (503 before the first snapshot, 401 for a missing or bad key). */

@@ -5,6 +5,7 @@
  *   Anthropic  /anthropic/v1/messages, /anthropic/v1/messages/count_tokens
  *   Gemini     /genai/v1beta/models/{model}:generateContent | :streamGenerateContent | :embedContent |
  *              :batchEmbedContents | :countTokens (also /genai/v1/...)
+ * and the operational ones: /healthz, /readyz, /tollgate/v1/breakers.
  */
 #include <string.h>
 #include "ingress/ingress.h"
@@ -132,6 +133,11 @@ dp_ingress_on_req(h2o_handler_t *self, h2o_req_t *req)
     } else if (path_is(path, "/v1/models")) {
         if (is_get)
             return dp_models_handle(req, w, request_id);
+    } else if (path_is(path, "/tollgate/v1/breakers")) {
+        if (is_get)
+            return dp_ops_breakers_handle(req);
+        dp_send_json(req, 405, H2O_STRLIT("{\"error\":{\"message\":\"Use GET.\"}}\n"));
+        return 0;
     } else if (path_is(path, "/healthz")) {
         dp_send_json(req, 200, H2O_STRLIT("{\"status\":\"ok\"}\n"));
         return 0;

@@ -14,6 +14,7 @@
 #include <curl/curl.h>
 #include "config/sync.h"
 #include "ingress/ingress.h"
+#include "routing/routing.h"
 #include "server/worker.h"
 #include "tollgate/crypto.h"
 #include "tollgate/env.h"
@@ -53,6 +54,12 @@ load_config(void)
     if (tg_env_int("TOLLGATE_UPSTREAM_TIMEOUT_MS", 600000, 1000, 3600000, &v) != 0)
         goto bad_int;
     dp_config.upstream.total_timeout_ms = v;
+    const char *breakers = tg_env_str("TOLLGATE_BREAKER_DEFAULTS", "on");
+    if (strcmp(breakers, "on") != 0 && strcmp(breakers, "off") != 0) {
+        fprintf(stderr, "TOLLGATE_BREAKER_DEFAULTS must be on or off\n");
+        return -1;
+    }
+    dp_breaker_defaults_off = strcmp(breakers, "off") == 0;
     dp_config.upstream.ca_bundle = tg_env_str("TOLLGATE_CA_BUNDLE", NULL);
     dp_config.usage_spool_dir = tg_env_str("TOLLGATE_USAGE_SPOOL_DIR", NULL);
     dp_config.cp_pub_url = tg_env_str("TOLLGATE_CP_PUB_URL", "tcp://127.0.0.1:7401");

@@ -8,12 +8,27 @@ dp_openai_chat_parse(const char *body, size_t len, dp_openai_chat_t *ret)
     tg_json_span_t k, v;
     tg_json_iter_t it;
     tg_json_type_t type;
-    int rv;
+    int rv, cut_next = 0;
+    const char *prev_end = NULL; /* the end of the previous member's value */
     memset(ret, 0, sizeof(*ret));
     if (body == NULL || tg_json_iter_init_text(&it, body, len, &type) != 0 || type != TG_JSON_OBJECT)
         return -1;
     while ((rv = tg_json_object_next(&it, &k, &v)) == 1) {
-        if (tg_json_string_eq(k, "model"))
+        if (cut_next) { /* `fallbacks` came first: cut up to this member's key, its comma included */
+            ret->fallbacks_cut_len = (size_t)(k.p - ret->fallbacks_cut);
+            cut_next = 0;
+        }
+        if (tg_json_string_eq(k, "fallbacks")) {
+            ret->fallbacks = v;
+            if (prev_end != NULL) { /* from the end of the member before: ", "fallbacks": [...] */
+                ret->fallbacks_cut = prev_end;
+                ret->fallbacks_cut_len = (size_t)(v.p + v.len - prev_end);
+            } else { /* the first member: up to the next one, or alone */
+                ret->fallbacks_cut = k.p;
+                ret->fallbacks_cut_len = (size_t)(v.p + v.len - k.p);
+                cut_next = 1;
+            }
+        } else if (tg_json_string_eq(k, "model"))
             ret->model = v;
         else if (tg_json_string_eq(k, "stream"))
             ret->stream = v.type == TG_JSON_TRUE;
@@ -21,6 +36,7 @@ dp_openai_chat_parse(const char *body, size_t len, dp_openai_chat_t *ret)
             ret->stream_options = v;
         else if (tg_json_string_eq(k, "messages"))
             ret->messages = v;
+        prev_end = v.p + v.len;
     }
     return rv == 0 && tg_json_iter_finish(&it, &ret->top) == 0 ? 0 : -1;
 }
@@ -47,6 +63,8 @@ dp_openai_chat_plan(const dp_openai_chat_t *r, const char *upstream_model_json, 
     if (r->model.type == TG_JSON_STRING &&
         (r->model.len != upstream_model_json_len || memcmp(r->model.p, upstream_model_json, r->model.len) != 0))
         add(ret, r->model.p, r->model.len, upstream_model_json, upstream_model_json_len);
+    if (r->fallbacks_cut != NULL)
+        add(ret, r->fallbacks_cut, r->fallbacks_cut_len, "", 0);
     if (!r->stream)
         return;
     const tg_json_span_t so = r->stream_options;

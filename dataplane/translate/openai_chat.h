@@ -1,7 +1,9 @@
 /*
  * OpenAI chat-completions requests on the near-passthrough path: find the fields the gateway needs in
- * one scan, and plan the few splices that turn the client's body into the upstream's (model name, and
- * for streams `stream_options.include_usage`). Pure functions: no I/O, no allocation.
+ * one scan, and plan the few splices that turn the client's body into the upstream's (model name, for
+ * streams `stream_options.include_usage`, and the gateway's own `fallbacks` member cut out). Pure
+ * functions: no I/O, no allocation. The scan runs on every dialect's body (it is the gateway's one pass
+ * over the top level), so `fallbacks` is found for all of them.
  */
 #ifndef DP_OPENAI_CHAT_H
 #define DP_OPENAI_CHAT_H
@@ -14,6 +16,9 @@ typedef struct dp_openai_chat {
     tg_json_span_t model; /* type TG_JSON_INVALID when absent */
     tg_json_span_t messages;
     tg_json_span_t stream_options;
+    tg_json_span_t fallbacks;  /* the gateway's per-request fallbacks (any type; routing reads arrays) */
+    const char *fallbacks_cut; /* the bytes to remove with it: the member and one comma next to it */
+    size_t fallbacks_cut_len;
     int stream;
 } dp_openai_chat_t;
 
@@ -28,14 +33,14 @@ typedef struct dp_splice {
 } dp_splice_t;
 
 typedef struct dp_body_plan {
-    dp_splice_t splices[3]; /* in body order */
+    dp_splice_t splices[4]; /* in body order */
     size_t n;
     long delta;             /* the upstream body is the client body's length + delta */
     int client_wants_usage; /* the client itself asked for the usage chunk */
 } dp_body_plan_t;
 
-/* Plans the upstream body: model -> upstream_model_json (already quoted), and for streams forces
- * stream_options.include_usage to true, keeping any other stream options. */
+/* Plans the upstream body: model -> upstream_model_json (already quoted), for streams forces
+ * stream_options.include_usage to true, keeping any other stream options, and removes `fallbacks`. */
 void dp_openai_chat_plan(const dp_openai_chat_t *r, const char *upstream_model_json, size_t upstream_model_json_len,
                          dp_body_plan_t *ret);
 

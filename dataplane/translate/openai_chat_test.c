@@ -76,6 +76,29 @@ test_stream_usage(void **state)
                         "{\"model\":\"up\",\"stream\":false,\"stream_options\":{}}");
 }
 
+/* The gateway's `fallbacks` member never reaches the provider, wherever it sits in the body. */
+static void
+test_fallbacks_cut(void **state)
+{
+    dp_openai_chat_t r;
+    const char *b = "{\"model\":\"m\",\"fallbacks\":[\"a\",\"p/b\"]}";
+    assert_int_equal(dp_openai_chat_parse(b, strlen(b), &r), 0);
+    assert_int_equal(r.fallbacks.type, TG_JSON_ARRAY);
+    assert_string_equal(rewrite(b, NULL), "{\"model\":\"up\"}");
+    assert_string_equal(rewrite("{\"fallbacks\":[\"a\"],\"model\":\"m\",\"messages\":[]}", NULL),
+                        "{\"model\":\"up\",\"messages\":[]}");
+    assert_string_equal(rewrite("{\"model\":\"m\", \"fallbacks\" : [\"a\"] , \"messages\":[]}", NULL),
+                        "{\"model\":\"up\" , \"messages\":[]}");
+    assert_string_equal(rewrite("{ \"fallbacks\":[] }", NULL), "{  }");
+    /* with a stream's usage request added at the end, and after the model */
+    assert_string_equal(rewrite("{\"fallbacks\":[\"x\"],\"model\":\"m\",\"stream\":true}", NULL),
+                        "{\"model\":\"up\",\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
+    assert_string_equal(rewrite("{\"model\":\"m\",\"stream\":true,\"fallbacks\":\"x\"}", NULL),
+                        "{\"model\":\"up\",\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
+    assert_string_equal(rewrite("{\"model\":\"m\",\"stream_options\":{},\"fallbacks\":[],\"stream\":true}", NULL),
+                        "{\"model\":\"up\",\"stream_options\":{\"include_usage\":true},\"stream\":true}");
+}
+
 int
 main(void)
 {
@@ -83,6 +106,7 @@ main(void)
         cmocka_unit_test(test_parse),
         cmocka_unit_test(test_model_only),
         cmocka_unit_test(test_stream_usage),
+        cmocka_unit_test(test_fallbacks_cut),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

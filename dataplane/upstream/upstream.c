@@ -7,6 +7,7 @@
  * curl_multi_* calls from inside its own callbacks. Easy handles are kept in a small free list so that
  * their per-handle caches survive between requests.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -22,6 +23,12 @@ struct dp_upstream {
     CURL *free_easy[FREE_EASY_MAX];
     size_t n_free_easy;
     int closing;
+};
+
+/* Malloc'd apart from the call: a uv handle outlives the call's memory until its close callback. */
+struct dp_call_timer {
+    uv_timer_t handle;
+    dp_upstream_call_t *call; /* NULL once the call is over */
 };
 
 typedef struct socket_watch {
@@ -46,6 +53,59 @@ drain_done(dp_upstream_t *up)
         dp_upstream_call_cancel(call); /* detaches the easy handle; no callbacks after this */
         call->cb->on_done(call, rc);
     }
+}
+
+static void
+on_call_timer_closed(uv_handle_t *h)
+{
+    free(h); /* struct dp_call_timer starts with its handle */
+}
+
+static void
+stop_call_timer(dp_upstream_call_t *call)
+{
+    if (call->timer == NULL)
+        return;
+    call->timer->call = NULL;
+    uv_timer_stop(&call->timer->handle);
+    uv_close((uv_handle_t *)&call->timer->handle, on_call_timer_closed);
+    call->timer = NULL;
+}
+
+static void
+on_call_timeout(uv_timer_t *t)
+{
+    dp_upstream_call_t *call = ((struct dp_call_timer *)t)->call;
+    if (call == NULL || !call->active)
+        return;
+    if (call->first_byte)
+        snprintf(call->error, sizeof(call->error), "no data from the provider for %ld ms (idle timeout)",
+                 call->timeouts.idle_ms);
+    else
+        snprintf(call->error, sizeof(call->error), "no response from the provider within %ld ms (first-byte timeout)",
+                 call->timeouts.first_byte_ms);
+    dp_upstream_call_cancel(call); /* closes the timer too */
+    call->cb->on_done(call, CURLE_OPERATION_TIMEDOUT);
+}
+
+/* (Re)arms the timer for what the call waits for now: its first byte, or its next chunk. */
+static void
+arm_call_timer(dp_upstream_call_t *call)
+{
+    long ms = call->first_byte ? call->timeouts.idle_ms : call->timeouts.first_byte_ms;
+    if (call->timer == NULL)
+        return;
+    if (ms <= 0)
+        uv_timer_stop(&call->timer->handle);
+    else
+        uv_timer_start(&call->timer->handle, on_call_timeout, (uint64_t)ms, 0);
+}
+
+static void
+got_bytes(dp_upstream_call_t *call)
+{
+    call->first_byte = 1;
+    arm_call_timer(call);
 }
 
 static void
@@ -177,8 +237,13 @@ on_write(char *ptr, size_t size, size_t nmemb, void *userdata)
     if (call->status == 0)
         curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &call->status);
     size_t rv = call->cb->on_body(call, ptr, len);
-    if (rv == DP_UPSTREAM_PAUSE)
+    if (rv == DP_UPSTREAM_PAUSE) {
         call->paused = 1;
+        if (call->timer != NULL)
+            uv_timer_stop(&call->timer->handle); /* the client is slow, not the provider */
+    } else if (call->active) {
+        got_bytes(call);
+    }
     return rv;
 }
 
@@ -202,6 +267,8 @@ on_header(char *buf, size_t size, size_t nitems, void *userdata)
 {
     dp_upstream_call_t *call = userdata;
     size_t len = size * nitems;
+    if (!call->first_byte)
+        got_bytes(call);
     if (len > 13 && strncasecmp(buf, "content-type:", 13) == 0)
         copy_header_value(call->content_type, sizeof(call->content_type), buf + 13, len - 13);
     else if (len > 12 && strncasecmp(buf, "retry-after:", 12) == 0)
@@ -221,6 +288,8 @@ dp_upstream_call_start(dp_upstream_t *up, dp_upstream_call_t *call, const char *
     call->status = 0;
     call->content_type[0] = call->retry_after[0] = call->error[0] = '\0';
     call->paused = 0;
+    call->first_byte = 0;
+    call->timer = NULL;
 
     curl_easy_setopt(easy, CURLOPT_URL, url);
     curl_easy_setopt(easy, CURLOPT_POST, 1L);
@@ -239,8 +308,10 @@ dp_upstream_call_start(dp_upstream_t *up, dp_upstream_call_t *call, const char *
     curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, up->opts.connect_timeout_ms);
-    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, up->opts.total_timeout_ms);
+    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
+                     call->timeouts.connect_ms > 0 ? call->timeouts.connect_ms : up->opts.connect_timeout_ms);
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS,
+                     call->timeouts.total_ms > 0 ? call->timeouts.total_ms : up->opts.total_timeout_ms);
     if (up->opts.ca_bundle != NULL)
         curl_easy_setopt(easy, CURLOPT_CAINFO, up->opts.ca_bundle);
 
@@ -254,6 +325,13 @@ dp_upstream_call_start(dp_upstream_t *up, dp_upstream_call_t *call, const char *
         return -1;
     }
     call->active = 1;
+    if (call->timeouts.first_byte_ms > 0 || call->timeouts.idle_ms > 0) {
+        if ((call->timer = malloc(sizeof(*call->timer))) != NULL) {
+            uv_timer_init(up->loop, &call->timer->handle);
+            call->timer->call = call;
+            arm_call_timer(call);
+        }
+    }
     return 0;
 }
 
@@ -264,6 +342,7 @@ dp_upstream_call_cancel(dp_upstream_call_t *call)
         return;
     dp_upstream_t *up = call->upstream;
     call->active = 0;
+    stop_call_timer(call);
     curl_multi_remove_handle(up->multi, call->easy);
     curl_easy_reset(call->easy);
     if (up->n_free_easy < FREE_EASY_MAX)
@@ -279,6 +358,7 @@ dp_upstream_call_resume(dp_upstream_call_t *call)
     if (!call->active || !call->paused)
         return;
     call->paused = 0;
+    arm_call_timer(call);
     /* may call on_write synchronously, which may pause again */
     curl_easy_pause(call->easy, CURLPAUSE_CONT);
     drain_done(call->upstream);

@@ -6,6 +6,11 @@
  * Contract: callbacks run on the worker thread. After dp_upstream_call_cancel() returns, no callback of
  * that call runs again. on_body may return DP_UPSTREAM_PAUSE to leave the bytes unconsumed; they come
  * again after dp_upstream_call_resume().
+ *
+ * Timeouts per call (call->timeouts, set before start): connect and total are libcurl's; time to first
+ * byte (the response's status line) and the idle gap between body chunks are a uv timer of the call.
+ * Either ends the call with CURLE_OPERATION_TIMEDOUT and says which in call->error. A paused transfer
+ * (backpressure from a slow client) is not idle: the timer waits until it resumes.
  */
 #ifndef DP_UPSTREAM_H
 #define DP_UPSTREAM_H
@@ -18,6 +23,13 @@
 
 typedef struct dp_upstream dp_upstream_t;
 typedef struct dp_upstream_call dp_upstream_call_t;
+
+typedef struct dp_upstream_timeouts {
+    long connect_ms;    /* 0: the process default */
+    long total_ms;      /* 0: the process default */
+    long first_byte_ms; /* 0: none */
+    long idle_ms;       /* 0: none */
+} dp_upstream_timeouts_t;
 
 typedef struct dp_upstream_callbacks {
     /* The response body's next bytes. Return len (consumed), DP_UPSTREAM_PAUSE, or 0 to abort. */
@@ -35,8 +47,11 @@ struct dp_upstream_call {
     char content_type[96];
     char retry_after[32];
     char error[CURL_ERROR_SIZE];
+    dp_upstream_timeouts_t timeouts;
+    struct dp_call_timer *timer; /* first-byte and idle timer; NULL when neither is set */
     unsigned active : 1;
     unsigned paused : 1;
+    unsigned first_byte : 1; /* the response has begun */
 };
 
 typedef struct dp_upstream_options {

@@ -369,6 +369,10 @@ export class Cluster {
           TOLLGATE_CP_REP_URL: this.cpEnv.TOLLGATE_CP_REP_URL,
           TOLLGATE_CLUSTER_SECRET: this.clusterSecret,
           TOLLGATE_INSTANCE_ID: `${this.label}-dp-${i}-${randomHex(3)}`,
+          // Circuit breakers only where a provider's settings ask for them: suites that inject failures
+          // on purpose must not open breakers for the tests after them. reliability.test.mjs turns the
+          // production defaults back on.
+          TOLLGATE_BREAKER_DEFAULTS: 'off',
           // dpEnv may be a function of the cluster, for values known only once it started (its ports).
           ...(typeof this.dpEnv === 'function' ? this.dpEnv(this) : this.dpEnv),
         },

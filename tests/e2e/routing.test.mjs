@@ -40,7 +40,8 @@ before(async () => {
   const port = await freePort(); // nothing listens there
   dead = await provider('dead', `http://127.0.0.1:${port}/v1`, { settings: { max_retries: '1' } });
   await route('r-mock', [{ provider_id: mock.id, model: 'm1' }]);
-  await route('r-fallback', [{ provider_id: dead.id, model: 'd1' }, { provider_id: mock.id, model: 'm2' }]);
+  // weight 0: only a fallback (both weighted would split first tries between them)
+  await route('r-fallback', [{ provider_id: dead.id, model: 'd1' }, { provider_id: mock.id, model: 'm2', weight: 0 }]);
 });
 
 after(async () => {

@@ -67,6 +67,11 @@ static struct {
 static struct {
     pthread_mutex_t mu;
     uint64_t requests;
+    uint64_t cancelled; /* chat replies whose client went away before the reply ended */
+    /* POST /__mock/fail: the next fail_count chat requests for fail_model ("" any) get fail_status */
+    char fail_model[128];
+    int fail_status;
+    int64_t fail_count;
     json_t *last; /* {"method","path","headers"} */
     json_t *last_body;
 } rec = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -356,7 +361,7 @@ static void
 on_mock_stats(h2o_req_t *req)
 {
     pthread_mutex_lock(&rec.mu);
-    json_t *out = json_pack("{s:I}", "requests", (json_int_t)rec.requests);
+    json_t *out = json_pack("{s:I,s:I}", "requests", (json_int_t)rec.requests, "cancelled", (json_int_t)rec.cancelled);
     pthread_mutex_unlock(&rec.mu);
     send_json_dump(req, out);
     json_decref(out);
@@ -394,6 +399,42 @@ on_mock_served(h2o_req_t *req)
     json_decref(out);
 }
 
+/* POST /__mock/fail {"status": S, "count": N, "model": M?}: a failure plan that tells targets apart
+ * (directives in the prompt reach every target of a request alike). */
+static void
+on_mock_fail(h2o_req_t *req)
+{
+    json_t *root = req->entity.base != NULL ? json_loadb(req->entity.base, req->entity.len, 0, NULL) : NULL;
+    int64_t status = mock_int_field(root, "status"), n = mock_int_field(root, "count");
+    const char *model = json_string_value(json_object_get(root, "model"));
+    if (status < 100 || status > 599 || n < 0 || (model != NULL && strlen(model) >= sizeof(rec.fail_model))) {
+        json_decref(root);
+        send_error(req, 400, "invalid_request_error", NULL, NULL, "want {\"status\",\"count\",\"model\"?} (mock)");
+        return;
+    }
+    pthread_mutex_lock(&rec.mu);
+    rec.fail_status = (int)status;
+    rec.fail_count = n;
+    snprintf(rec.fail_model, sizeof(rec.fail_model), "%s", model != NULL ? model : "");
+    pthread_mutex_unlock(&rec.mu);
+    json_decref(root);
+    send_body(req, 200, "application/json", H2O_STRLIT("{}"));
+}
+
+/* The planned failure status for a request of this model, or 0. */
+static int
+take_planned_failure(const char *model)
+{
+    int status = 0;
+    pthread_mutex_lock(&rec.mu);
+    if (rec.fail_count > 0 && (rec.fail_model[0] == '\0' || strcmp(rec.fail_model, model) == 0)) {
+        rec.fail_count--;
+        status = rec.fail_status;
+    }
+    pthread_mutex_unlock(&rec.mu);
+    return status;
+}
+
 static void
 on_mock_reset(h2o_req_t *req)
 {
@@ -401,6 +442,8 @@ on_mock_reset(h2o_req_t *req)
     pthread_mutex_lock(&rec.mu);
     json_t *old_meta = rec.last, *old_body = rec.last_body;
     rec.requests = 0;
+    rec.cancelled = 0;
+    rec.fail_count = 0;
     rec.last = rec.last_body = NULL;
     pthread_mutex_unlock(&rec.mu);
     json_decref(old_meta);
@@ -548,10 +591,23 @@ arm_timer(struct mock_gen *g, uint64_t ms)
     uv_timer_start(&g->timer->handle, on_timer, ms, 0);
 }
 
+/* The client (the gateway) went away while the reply was pending or streaming. */
+static void
+count_cancel(struct mock_gen *g)
+{
+    if (g->phase != G_PENDING && g->phase != G_STREAMING)
+        return;
+    g->phase = G_DONE;
+    pthread_mutex_lock(&rec.mu);
+    rec.cancelled++;
+    pthread_mutex_unlock(&rec.mu);
+}
+
 static void
 on_gen_dispose(void *p)
 {
     struct mock_gen *g = p;
+    count_cancel(g);
     if (g->timer != NULL) {
         g->timer->gen = NULL;
         uv_timer_stop(&g->timer->handle);
@@ -563,6 +619,7 @@ static void
 on_gen_stop(h2o_generator_t *self, h2o_req_t *req)
 {
     struct mock_gen *g = (struct mock_gen *)self;
+    count_cancel(g);
     g->phase = G_DONE;
     if (g->timer != NULL)
         uv_timer_stop(&g->timer->handle);
@@ -855,6 +912,9 @@ on_chat(h2o_req_t *req)
         prompt_tokens += 4 + (bytes + 3) / 4;
     }
     mock_directives_from_headers(&d, req);
+    int planned = take_planned_failure(json_string_value(model));
+    if (planned > 0)
+        d.status = planned;
     if (d.tool_calls > 0 && (d.status < 100 || d.status == 200)) {
         /* tool calls are rare in tests: the event-list engine writes them, this fast generator only text */
         mock_openai_tool_reply(req, root, &d, seq);
@@ -944,6 +1004,8 @@ on_req(h2o_handler_t *self, h2o_req_t *req)
     } else if (is_post && h2o_memis(path.base, path.len, H2O_STRLIT("/__mock/served/reset"))) {
         served_reset();
         send_body(req, 200, "application/json", H2O_STRLIT("{}"));
+    } else if (is_post && h2o_memis(path.base, path.len, H2O_STRLIT("/__mock/fail"))) {
+        on_mock_fail(req);
     } else {
         send_error(req, 404, "invalid_request_error", "unknown_url", NULL, "Unknown request URL (mock)");
     }

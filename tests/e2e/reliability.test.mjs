@@ -1,0 +1,361 @@
+// reliability.test.mjs: routing choices, per-request fallbacks, session stickiness, timeouts, client
+// cancellation and circuit breakers (docs/reliability.md), against the mock provider with injected
+// faults. Plain retries, key rotation and route fallbacks are in routing.test.mjs.
+//
+// Several provider accounts point at the one mock: the upstream model name (echoed back by the mock as
+// `model`) says which target answered. `/__mock/fail` fails the next N requests of one upstream model
+// only, which the prompt directives (seen by every target alike) cannot do.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { freePort, mockText, randomHex, readSSE, sleep, startCluster, waitFor } from './harness.mjs';
+
+const OPS_TOKEN = `ops-${randomHex(8)}`;
+let c;
+let key;
+let tenant;
+const P = {}; // provider accounts by name
+
+async function mockPost(path, body) {
+  const res = await fetch(`${c.mockUrl}${path}`, { method: 'POST', body: body && JSON.stringify(body) });
+  assert.equal(res.status, 200);
+  await res.arrayBuffer();
+}
+const mockStats = async () => (await fetch(`${c.mockUrl}/__mock/stats`)).json();
+const mockLast = async () => (await fetch(`${c.mockUrl}/__mock/last`)).json();
+
+async function provider(name, settings, baseUrl = `${c.mockUrl}/v1`) {
+  P[name] = await c.adminOk('POST', '/admin/v1/providers', { name, kind: 'openai', base_url: baseUrl, settings,
+    api_keys: [{ secret: c.mockSecret }] });
+  return P[name];
+}
+
+async function route(name, targets) {
+  await c.adminOk('POST', '/admin/v1/routes', { name, targets });
+  await c.waitModelVisible(key, name);
+}
+
+const dp = () => c.dataplanes[0].url;
+
+function chat(body, headers = {}, k = key) {
+  return c.chat(0, k, body, { headers });
+}
+
+const msg = (text) => [{ role: 'user', content: text }];
+
+// A streaming chat request; returns {status, headers, sse}.
+async function stream(body, headers = {}) {
+  const res = await fetch(`${dp()}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${key}`, ...headers },
+    body: JSON.stringify({ ...body, stream: true }),
+    signal: AbortSignal.timeout(30000),
+  });
+  if (res.status !== 200) return { status: res.status, headers: res.headers, body: await res.json().catch(() => null) };
+  return { status: 200, headers: res.headers, sse: await readSSE(res) };
+}
+
+async function breakers(token = OPS_TOKEN) {
+  const res = await fetch(`${dp()}/tollgate/v1/breakers`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+  return { status: res.status, body: await res.json() };
+}
+
+before(async () => {
+  c = await startCluster({ dataplanes: 1, label: 'reliab', dpEnv: { TOLLGATE_OPS_TOKEN: OPS_TOKEN, TOLLGATE_BREAKER_DEFAULTS: 'on' } });
+  tenant = await c.createTenant('reliab');
+  key = (await c.createKey(tenant.id)).key;
+  // breakers off where a test does not look at them, so that failures of one test do not skip targets in another
+  const noBreaker = { breaker_consecutive_failures: '0', breaker_error_rate_pct: '0' };
+  await provider('acct-a', { max_retries: '0', ...noBreaker });
+  await provider('acct-b', { max_retries: '0', ...noBreaker });
+  await provider('dead', { max_retries: '0', connect_timeout_ms: '1000', ...noBreaker },
+    `http://127.0.0.1:${await freePort()}/v1`);
+  await provider('slow', { max_retries: '1', first_byte_timeout_ms: '300', ...noBreaker });
+  await provider('idle', { max_retries: '1', idle_timeout_ms: '300', ...noBreaker });
+  await provider('total', { max_retries: '0', total_timeout_ms: '1500', ...noBreaker });
+  await provider('brk', { max_retries: '0', breaker_consecutive_failures: '2', breaker_cooldown_ms: '1000',
+    breaker_probe_successes: '1', breaker_error_rate_pct: '0' });
+  await provider('chaos', { max_retries: '2', ...noBreaker });
+  await route('r-weighted', [{ provider_id: P['acct-a'].id, model: 'w-a' }, { provider_id: P['acct-b'].id, model: 'w-b' }]);
+  await route('r-dead', [{ provider_id: P.dead.id, model: 'd1' }]);
+  await route('r-ok', [{ provider_id: P['acct-b'].id, model: 'ok-b' }]);
+  await route('r-slow', [{ provider_id: P.slow.id, model: 's1' }, { provider_id: P['acct-b'].id, model: 's-fb', weight: 0 }]);
+  await route('r-idle', [{ provider_id: P.idle.id, model: 'i1' }]);
+  await route('r-total', [{ provider_id: P.total.id, model: 't1' }]);
+  await route('r-brk', [{ provider_id: P.brk.id, model: 'b1' }, { provider_id: P['acct-b'].id, model: 'b-fb', weight: 0 }]);
+  await route('r-chaos', [{ provider_id: P.chaos.id, model: 'c1' }]);
+});
+
+after(async () => {
+  await c?.stop();
+});
+
+describe('routing', () => {
+  test('weighted targets: both get first tries (bounded sample)', async () => {
+    const seen = new Map();
+    for (let i = 0; i < 40; i++) {
+      const res = await chat({ model: 'r-weighted', messages: msg('w [mock:tokens=1]') });
+      assert.equal(res.status, 200);
+      seen.set(res.body.model, (seen.get(res.body.model) ?? 0) + 1);
+    }
+    assert.deepEqual([...seen.keys()].sort(), ['w-a', 'w-b'], `first tries went to ${JSON.stringify([...seen])}`);
+  });
+
+  test('account/model names reach the account directly, billed to it', async () => {
+    const rid = `direct-${randomHex(6)}`;
+    const res = await chat({ model: 'acct-a/direct-model', messages: msg('hi') }, { 'x-request-id': rid });
+    assert.equal(res.status, 200);
+    assert.equal(res.body.model, 'direct-model');
+    assert.equal(res.body.choices[0].message.content, mockText(16));
+    const [row] = await c.waitUsage([rid]);
+    assert.equal(row.model, 'acct-a/direct-model');
+    assert.equal(row.upstream_model, 'direct-model');
+    const unknown = await chat({ model: 'no-such-acct/x', messages: msg('hi') });
+    assert.equal(unknown.status, 404);
+    assert.equal(unknown.body.error.code, 'model_not_found');
+  });
+
+  test('session stickiness: one session keeps its target; sessions spread', async () => {
+    const firstOf = new Map();
+    for (let s = 0; s < 20; s++) {
+      const session = `sess-${s}`;
+      const models = new Set();
+      for (let i = 0; i < 4; i++) {
+        const res = await chat({ model: 'r-weighted', messages: msg('s [mock:tokens=1]') }, { 'x-tollgate-session-id': session });
+        assert.equal(res.status, 200);
+        models.add(res.body.model);
+      }
+      assert.equal(models.size, 1, `session ${session} moved between ${[...models]}`);
+      firstOf.set(session, [...models][0]);
+    }
+    assert.equal(new Set(firstOf.values()).size, 2, 'twenty sessions all landed on one target');
+  });
+});
+
+describe('per-request fallbacks', () => {
+  test('body `fallbacks` (OpenAI): tried after the route, never sent upstream, failed attempt bills nothing', async () => {
+    const rid = `fb-body-${randomHex(6)}`;
+    const res = await chat({ model: 'r-dead', fallbacks: ['no-such-model', 'acct-b/fb-direct'], messages: msg('hi') },
+      { 'x-request-id': rid });
+    assert.equal(res.status, 200);
+    assert.equal(res.body.model, 'fb-direct');
+    assert.equal(res.headers.get('x-tollgate-attempts'), 'dead/d1=0');
+    const last = await mockLast();
+    assert.equal(last.body.model, 'fb-direct');
+    assert.equal('fallbacks' in last.body, false, 'the gateway field is cut out of the upstream body');
+    const rows = await c.waitUsage([rid]);
+    assert.equal(rows.length, 1);
+    assert.equal(rows[0].upstream_model, 'fb-direct');
+    assert.equal(rows[0].output_tokens, 16);
+  });
+
+  test('header x-tollgate-fallbacks, streaming', async () => {
+    const r = await stream({ model: 'r-dead', messages: msg('hi [mock:tokens=3]') }, { 'x-tollgate-fallbacks': ' nope , r-ok' });
+    assert.equal(r.status, 200);
+    assert.equal(r.sse.done, true);
+    assert.equal(r.sse.json.map((e) => e?.choices?.[0]?.delta?.content ?? '').join(''), mockText(3));
+    assert.equal(r.sse.json[0].model, 'ok-b');
+  });
+
+  test('Anthropic dialect: `fallbacks` works and is not forwarded', async () => {
+    const res = await fetch(`${dp()}/anthropic/v1/messages`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-api-key': key, 'anthropic-version': '2023-06-01' },
+      body: JSON.stringify({ model: 'r-dead', max_tokens: 64, fallbacks: ['r-ok'], messages: msg('hi') }),
+    });
+    const body = await res.json();
+    assert.equal(res.status, 200, JSON.stringify(body));
+    assert.equal(body.type, 'message');
+    assert.equal(body.content[0].text, mockText(16));
+    const last = await mockLast();
+    assert.equal(last.body.model, 'ok-b');
+    assert.equal('fallbacks' in last.body, false);
+  });
+
+  test('a fallback the key may not use is skipped', async () => {
+    const limited = (await c.createKey(tenant.id, { allowedModels: ['r-dead'] })).key;
+    const res = await chat({ model: 'r-dead', fallbacks: ['r-ok'], messages: msg('hi') }, {}, limited);
+    assert.equal(res.status, 502);
+    assert.equal(res.body.error.code, 'upstream_unreachable');
+    assert.equal(res.headers.get('x-tollgate-attempts'), null, 'one attempt only: the fallback was not tried');
+  });
+});
+
+describe('timeouts', () => {
+  test('first-byte timeout: retried, then the weight-0 fallback answers', async () => {
+    await mockPost('/__mock/reset');
+    // the delay applies to every target alike: s1 times out twice (300 ms), the fallback waits it out
+    const rid = `ttfb-${randomHex(6)}`;
+    const r = await stream({ model: 'r-slow', messages: msg('x [mock:delay_ms=1000,tokens=2]') }, { 'x-request-id': rid });
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get('x-tollgate-attempts'), 'slow/s1=0, slow/s1=0');
+    assert.equal(r.sse.done, true);
+    assert.equal(r.sse.json[0].model, 's-fb');
+    const rows = await c.waitUsage([rid]);
+    assert.equal(rows.length, 1);
+    assert.equal(rows[0].upstream_model, 's-fb');
+    assert.equal(rows[0].output_tokens, 2);
+  });
+
+  test('first-byte timeout on every attempt: a 502 in the client\'s dialect naming the timeout', async () => {
+    const r = await stream({ model: 'slow/s2', messages: msg('x [mock:delay_ms=1000]') });
+    assert.equal(r.status, 502);
+    assert.equal(r.body.error.code, 'upstream_unreachable');
+    assert.match(r.body.error.message, /first-byte timeout/);
+    assert.equal(r.headers.get('x-tollgate-attempts'), 'slow/s2=0, slow/s2=0');
+  });
+
+  test('idle gap mid-stream ends the stream with an error event, not a short success', async () => {
+    const rid = `idle-${randomHex(6)}`;
+    const r = await stream({ model: 'r-idle', messages: msg('x [mock:tokens=4,chunk_delay_ms=1500]') }, { 'x-request-id': rid });
+    assert.equal(r.status, 200);
+    assert.equal(r.sse.done, false, 'no [DONE] after a failure');
+    const lastEvent = r.sse.json.at(-1);
+    assert.equal(lastEvent.error.code, 'upstream_stream_failed');
+    assert.match(lastEvent.error.message, /idle timeout/);
+    const rows = await c.waitUsage([rid]);
+    assert.equal(rows[0].status, 502);
+  });
+
+  test('total timeout ends a started stream with an error event', async () => {
+    const r = await stream({ model: 'r-total', messages: msg('x [mock:tokens=20,chunk_delay_ms=200]') });
+    assert.equal(r.status, 200);
+    assert.equal(r.sse.done, false);
+    assert.equal(r.sse.json.at(-1).error.code, 'upstream_stream_failed');
+    const words = r.sse.json.filter((e) => e?.choices?.[0]?.delta?.content).length;
+    assert.ok(words < 20, `the stream was cut (${words} words)`);
+  });
+});
+
+describe('client disconnect', () => {
+  test('a client that leaves mid-stream cancels the upstream call', async () => {
+    await mockPost('/__mock/reset');
+    const ac = new AbortController();
+    const res = await fetch(`${dp()}/v1/chat/completions`, {
+      method: 'POST', signal: ac.signal,
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+      body: JSON.stringify({ model: 'r-ok', stream: true, messages: msg('x [mock:tokens=200,chunk_delay_ms=100]') }),
+    });
+    assert.equal(res.status, 200);
+    const reader = res.body.getReader();
+    await reader.read(); // the stream has started
+    ac.abort();
+    await waitFor(async () => (await mockStats()).cancelled === 1, 5000, { what: 'the mock to see the cancel' });
+  });
+
+  test('a client that leaves before the answer cancels the upstream call', async () => {
+    await mockPost('/__mock/reset');
+    const ac = new AbortController();
+    const pending = fetch(`${dp()}/v1/chat/completions`, {
+      method: 'POST', signal: ac.signal,
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+      body: JSON.stringify({ model: 'r-ok', messages: msg('x [mock:delay_ms=20000]') }),
+    }).catch((err) => err);
+    await waitFor(async () => (await mockStats()).requests === 1, 5000, { what: 'the request upstream' });
+    ac.abort();
+    await pending;
+    await waitFor(async () => (await mockStats()).cancelled === 1, 5000, { what: 'the mock to see the cancel' });
+  });
+});
+
+describe('circuit breaker', () => {
+  test('opens after consecutive failures, is skipped, then recovers through a half-open probe', async () => {
+    await mockPost('/__mock/reset');
+    await mockPost('/__mock/fail', { model: 'b1', status: 500, count: 2 });
+    for (let i = 0; i < 2; i++) {
+      const res = await chat({ model: 'r-brk', messages: msg('b [mock:tokens=1]') });
+      assert.equal(res.status, 200);
+      assert.equal(res.body.model, 'b-fb');
+      assert.equal(res.headers.get('x-tollgate-attempts'), 'brk/b1=500');
+    }
+    // open: b1 is not called at all
+    const before = (await mockStats()).requests;
+    const skipped = await chat({ model: 'r-brk', messages: msg('b [mock:tokens=1]') });
+    assert.equal(skipped.status, 200);
+    assert.equal(skipped.body.model, 'b-fb');
+    assert.equal(skipped.headers.get('x-tollgate-attempts'), 'brk/b1=open');
+    assert.equal((await mockStats()).requests, before + 1, 'only the fallback was called');
+
+    assert.equal((await breakers(null)).status, 401, 'the ops token is required');
+    assert.equal((await breakers('wrong')).status, 401);
+    const open = await breakers();
+    assert.equal(open.status, 200);
+    const mine = () => open.body.breakers.find((b) => b.provider === 'brk' && b.model === 'b1');
+    assert.equal(mine().state, 'open');
+    assert.equal(mine().provider_id, P.brk.id);
+    assert.ok(mine().consecutive_failures >= 2);
+
+    // after the cool-down one probe goes through; it succeeds (the failure plan is spent) and closes it
+    await waitFor(async () => (await breakers()).body.breakers.find((b) => b.model === 'b1').state === 'half_open',
+      10000, { what: 'the breaker to turn half-open' });
+    const probe = await chat({ model: 'r-brk', messages: msg('b [mock:tokens=1]') });
+    assert.equal(probe.status, 200);
+    assert.equal(probe.body.model, 'b1');
+    assert.equal(probe.headers.get('x-tollgate-attempts'), null);
+    const closed = (await breakers()).body.breakers.find((b) => b.model === 'b1');
+    assert.equal(closed.state, 'closed');
+    assert.equal(closed.consecutive_failures, 0);
+  });
+
+  test('a failed probe opens it again; with every target open the client gets a fast 503', async () => {
+    await mockPost('/__mock/fail', { model: 'b2', status: 503, count: 100 });
+    await route('r-brk-only', [{ provider_id: P.brk.id, model: 'b2' }]);
+    for (let i = 0; i < 2; i++) assert.equal((await chat({ model: 'r-brk-only', messages: msg('b') })).status, 503);
+    const fast = await chat({ model: 'r-brk-only', messages: msg('b') });
+    assert.equal(fast.status, 503);
+    assert.equal(fast.body.error.code, 'upstream_unavailable');
+    assert.equal(fast.headers.get('x-tollgate-attempts'), 'brk/b2=open');
+    assert.ok(fast.headers.get('retry-after'));
+    await waitFor(async () => (await breakers()).body.breakers.find((b) => b.model === 'b2').state === 'half_open',
+      10000, { what: 'the breaker to turn half-open' });
+    const probe = await chat({ model: 'r-brk-only', messages: msg('b') });
+    assert.equal(probe.status, 503, 'the probe reached the still failing provider');
+    assert.equal(probe.body.error.code, 'overloaded');
+    assert.equal((await breakers()).body.breakers.find((b) => b.model === 'b2').state, 'open');
+    await mockPost('/__mock/fail', { status: 500, count: 0 });
+  });
+});
+
+describe('load', () => {
+  test('200 concurrent streams with random upstream failures all end correctly', async () => {
+    const kinds = ['ok', 'ok', 'reset', 'error', 'status', 'slow'];
+    const jobs = Array.from({ length: 200 }, (_, i) => {
+      const kind = kinds[i % kinds.length];
+      const k = 1 + (i % 4);
+      const directive = {
+        ok: `tokens=${k + 2}`,
+        reset: `tokens=6,reset_after=${k}`,
+        error: `tokens=6,error_after=${k}`,
+        status: 'status=503',
+        slow: `tokens=${k + 2},chunk_delay_ms=20`,
+      }[kind];
+      return { kind, k, text: `load ${i} [mock:${directive}]`, tokens: kind === 'ok' || kind === 'slow' ? k + 2 : 6 };
+    });
+    const results = await Promise.all(jobs.map(async (j) => {
+      const r = await stream({ model: 'r-chaos', messages: msg(j.text) });
+      return { j, r };
+    }));
+    for (const { j, r } of results) {
+      if (j.kind === 'status') {
+        assert.equal(r.status, 503, 'retries spent: the provider\'s error');
+        assert.equal(r.body.error.code, 'overloaded');
+        continue;
+      }
+      assert.equal(r.status, 200);
+      const text = r.sse.json.map((e) => e?.choices?.[0]?.delta?.content ?? '').join('');
+      const err = r.sse.json.find((e) => e && e.error);
+      if (j.kind === 'ok' || j.kind === 'slow') {
+        assert.equal(r.sse.error, null, 'the stream ended properly');
+        assert.equal(text, mockText(j.tokens));
+        assert.equal(r.sse.done, true);
+        assert.equal(err, undefined);
+      } else {
+        // a failure after the first byte: an error event ends it (and the response is cut without its
+        // chunked terminator, which the client may report as a transport error), never a clean end
+        assert.ok(err, `${j.kind}: an error event`);
+        assert.ok(mockText(j.tokens).startsWith(text) && text.length < mockText(j.tokens).length, 'a prefix only');
+        assert.equal(r.sse.done, false);
+        assert.equal(r.sse.json.at(-1), err, 'nothing after the error event');
+      }
+    }
+  });
+});
