@@ -159,6 +159,7 @@ try_reserve(dp_admission_t *a)
         }
         return 1;
     }
+    a->admitted_ms = now; /* inside every lease's period: the usage record settles in that period */
     return 0;
 }
 

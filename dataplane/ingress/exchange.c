@@ -1039,6 +1039,8 @@ static void
 on_admitted(dp_admission_t *a, int admitted)
 {
     exchange_t *x = a->data;
+    if (admitted && a->admitted_ms != 0)
+        x->started_unix_ms = a->admitted_ms;
     if (admitted)
         start_attempt(x);
     else
@@ -1165,7 +1167,7 @@ dp_exchange_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id, const
     if (adm < 0)
         send_refusal(x);
     else if (adm == 0)
-        start_attempt(x);
+        on_admitted(&x->adm, 1);
     return 0;
 }
 

@@ -292,9 +292,10 @@ export async function waitHttp(proc, url, want = 200, timeoutMs = 20000) {
 const clusters = new Set();
 
 export class Cluster {
-  constructor({ dataplanes = 2, dpEnv = {}, label = 'e2e' } = {}) {
+  constructor({ dataplanes = 2, dpEnv = {}, cpEnv = {}, label = 'e2e' } = {}) {
     this.nDataplanes = dataplanes;
     this.dpEnv = dpEnv;
+    this.extraCpEnv = cpEnv; // e.g. TOLLGATE_TEST_HOOKS, lease settings
     this.label = label;
     this.dataplanes = [];
     this.stopped = false;
@@ -337,6 +338,7 @@ export class Cluster {
       TOLLGATE_CP_PUB_URL: `tcp://127.0.0.1:${pubPort}`,
       TOLLGATE_CP_REP_URL: `tcp://127.0.0.1:${repPort}`,
       TOLLGATE_MIGRATIONS_DIR: path.join(ROOT, 'migrations'),
+      ...this.extraCpEnv,
     };
 
     // Control plane: migrate, then serve.
