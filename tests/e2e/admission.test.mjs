@@ -271,11 +271,12 @@ describe('key restrictions and error bodies in each dialect', () => {
     const ab = await a.json();
     assert.equal(a.status, 402, JSON.stringify(ab));
     assert.equal(ab.type, 'error');
-    assert.equal(typeof ab.error.type, 'string');
+    assert.equal(ab.error.type, 'billing_error');
     const g = await gemini(2, key.key, MODEL, gBody);
     const gb = await g.json();
     assert.equal(g.status, 402, JSON.stringify(gb));
     assert.equal(gb.error.code, 402);
+    assert.equal(gb.error.status, 'FAILED_PRECONDITION');
   });
 });
 
