@@ -56,7 +56,7 @@ struct dp_admission {
     int status; /* 402, 429, 503 */
     const dp_limit_t *refused_by;
     int64_t retry_after_s;
-    int64_t reset_ms; /* rate limits: when the window ends (this process's clock) */
+    int64_t reset_ms;    /* rate limits: when the window ends (this process's clock) */
     int64_t admitted_ms; /* the governance clock when every reservation was taken (0: no limits) */
     unsigned parked : 1, done : 1, soft_crossed : 1;
 };

@@ -150,10 +150,11 @@ dp_allowance_settle(dp_lease_t *l, int64_t reserved, int64_t actual)
     return tell;
 }
 
-void
+int
 dp_allowance_apply(dp_allowance_t *a, int64_t period_start_ms, int64_t period_end_ms, uint64_t epoch, int64_t granted,
                    int64_t remaining, int64_t limit, int64_t usable_until_ms, int need_met)
 {
+    int gave = 0;
     pthread_mutex_lock(&a->mu);
     dp_lease_t *l = a->leases;
     /* a reclaimed lease (another epoch) starts again from nothing; its reservations in flight settle
@@ -177,7 +178,7 @@ dp_allowance_apply(dp_allowance_t *a, int64_t period_start_ms, int64_t period_en
     if (!need_met) {
         l->exhausted = 1;
         l->exhausted_at_ns = tg_mono_ns();
-        give_back(l); /* too little to serve a request here: let another dataplane combine it */
+        gave = give_back(l); /* too little to serve a request here: let another dataplane combine it */
     } else {
         l->exhausted = 0;
     }
@@ -194,6 +195,7 @@ dp_allowance_apply(dp_allowance_t *a, int64_t period_start_ms, int64_t period_en
     }
 out:
     pthread_mutex_unlock(&a->mu);
+    return gave;
 }
 
 int

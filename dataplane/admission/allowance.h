@@ -77,9 +77,9 @@ int dp_allowance_settle(dp_lease_t *l, int64_t reserved, int64_t actual);
 
 /* A grant from the control plane (lease.c): the period and epoch it is for, what it added, what remains
  * globally, when it expires (already converted to this process's clock, margin applied). need_met: the
- * grant covered the amount that was needed. */
-void dp_allowance_apply(dp_allowance_t *a, int64_t period_start_ms, int64_t period_end_ms, uint64_t epoch,
-                        int64_t granted, int64_t remaining, int64_t limit, int64_t usable_until_ms, int need_met);
+ * grant covered the amount that was needed. 1 when it gave allowance back (to be sent at once). */
+int dp_allowance_apply(dp_allowance_t *a, int64_t period_start_ms, int64_t period_end_ms, uint64_t epoch,
+                       int64_t granted, int64_t remaining, int64_t limit, int64_t usable_until_ms, int need_met);
 
 /* What the lease thread should send for `a` now: the lease it concerns (may be NULL: ask for the
  * current period), want, need and release. 1 when there is anything to send. Takes want/release. */

@@ -47,9 +47,11 @@ kick(void)
     pthread_mutex_unlock(&st.mu);
 }
 
-static void
+/* 1 when something was given back and should be sent at once. */
+static int
 apply_grant(const Tollgate__LeaseGrant *g, const int64_t *needs, dp_allowance_t **slots, size_t n)
 {
+    int again = 0;
     int64_t now = tg_clock_now_ms();
     for (size_t i = 0; i < g->n_leases && i < n; i++) {
         const Tollgate__LeaseState *ls = g->leases[i];
@@ -57,15 +59,16 @@ apply_grant(const Tollgate__LeaseGrant *g, const int64_t *needs, dp_allowance_t 
         if (ls->unknown) /* the limit is gone: nothing to apply; the next snapshot drops it */
             continue;
         int64_t usable_until = now + (ls->expires_ms - g->now_ms);
-        dp_allowance_apply(a, ls->period_start_ms, ls->period_end_ms, ls->epoch, ls->granted, ls->remaining, ls->limit,
-                           usable_until, ls->granted >= needs[i]);
+        again |= dp_allowance_apply(a, ls->period_start_ms, ls->period_end_ms, ls->epoch, ls->granted, ls->remaining,
+                                    ls->limit, usable_until, ls->granted >= needs[i]);
         if (ls->granted > 0 || needs[i] > 0)
             tg_debug("dp.lease.granted", "limit=%s kind=%d granted=%lld remaining=%lld", a->id, (int)a->kind,
                      (long long)ls->granted, (long long)ls->remaining);
     }
+    return again;
 }
 
-/* One round: collect, send, apply. 0 or -1 (the control plane did not answer). */
+/* One round: collect, send, apply. 0, 1 (go again now: allowance was given back), or -1 (no answer). */
 static int
 round_trip(int final)
 {
@@ -120,9 +123,8 @@ round_trip(int final)
     if (reply.type == TOLLGATE__MSG_TYPE__MSG_LEASE_GRANT) {
         Tollgate__LeaseGrant *g = tollgate__lease_grant__unpack(NULL, reply.len, reply.payload);
         if (g != NULL) {
-            apply_grant(g, needs, slots, n);
+            ok = apply_grant(g, needs, slots, n);
             tollgate__lease_grant__free_unpacked(g, NULL);
-            ok = 0;
         }
     } else if (reply.type == TOLLGATE__MSG_TYPE__MSG_ERROR) {
         Tollgate__Error *e = tollgate__error__unpack(NULL, reply.len, reply.payload);
@@ -156,7 +158,13 @@ lease_main(void *arg)
         pthread_mutex_unlock(&st.mu);
         if (stop)
             break;
-        failures = round_trip(0) == 0 ? 0 : failures + 1;
+        int rv = round_trip(0);
+        failures = rv >= 0 ? 0 : failures + 1;
+        if (rv == 1) { /* what a refusal made us give back goes to the other dataplanes now, not at the tick */
+            pthread_mutex_lock(&st.mu);
+            st.kick = 1;
+            pthread_mutex_unlock(&st.mu);
+        }
     }
     return NULL;
 }
