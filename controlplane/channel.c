@@ -16,6 +16,7 @@
 #include <nng/protocol/pubsub0/pub.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include "channel.h"
+#include "lease.h"
 #include "snapshot.h"
 #include "tollgate.pb-c.h"
 #include "tollgate/log.h"
@@ -89,6 +90,28 @@ handle_usage_batch(cp_t *cp, const tg_wire_msg_t *msg)
 }
 
 static void
+handle_lease_request(cp_t *cp, const tg_wire_msg_t *msg)
+{
+    Tollgate__LeaseRequest *rq = tollgate__lease_request__unpack(NULL, msg->len, msg->payload);
+    if (rq == NULL) {
+        reply_error(cp, "malformed LeaseRequest");
+        return;
+    }
+    Tollgate__LeaseGrant g;
+    char err[256];
+    if (cp_lease_grant(cp, rq, &g, err, sizeof(err)) != 0) {
+        tg_warn("cp.lease.refused", "instance=%s asks=%zu error=\"%s\"", rq->instance_id, rq->n_asks, err);
+        reply_error(cp, err);
+    } else {
+        int rv = tg_wire_send(cp->rep, &cp->wire_key, TOLLGATE__MSG_TYPE__MSG_LEASE_GRANT, &g.base, NNG_FLAG_NONBLOCK);
+        if (rv != 0)
+            tg_warn("cp.rep.send_failed", "type=lease_grant error=\"%s\"", nng_strerror(rv));
+        cp_lease_grant_free(&g);
+    }
+    tollgate__lease_request__free_unpacked(rq, NULL);
+}
+
+static void
 on_rep_readable(uv_poll_t *poll, int status, int events)
 {
     cp_t *cp = poll->data;
@@ -116,6 +139,10 @@ on_rep_readable(uv_poll_t *poll, int status, int events)
             break;
         case TOLLGATE__MSG_TYPE__MSG_USAGE_BATCH:
             handle_usage_batch(cp, &msg);
+            break;
+        case TOLLGATE__MSG_TYPE__MSG_LEASE_REQUEST:
+        case TOLLGATE__MSG_TYPE__MSG_LEASE_RELEASE:
+            handle_lease_request(cp, &msg);
             break;
         default:
             tg_warn("cp.rep.unexpected_type", "type=%u", msg.type);

@@ -9,11 +9,13 @@
  * Publishing: notifications arm a 20 ms timer so that a burst of changes costs one rebuild; a failed
  * build is retried every second; a heartbeat with the current version goes out every second.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <jansson.h>
 #include "channel.h"
 #include "snapshot.h"
+#include "tollgate/clock.h"
 #include "tollgate/env.h"
 #include "tollgate/log.h"
 
@@ -101,11 +103,13 @@ cp_snapshot_free(cp_snapshot_t *snap)
 /* ---------------------------------------------------------------------------------------------------
  * Reading the tables.
  */
-#define SQL_TENANTS "SELECT id::text, name FROM tenants ORDER BY id"
+#define SQL_TENANTS "SELECT id::text, name, time_zone, log_content FROM tenants ORDER BY id"
 #define SQL_KEYS                                                                                                       \
     "SELECT id::text, tenant_id::text, encode(key_hash, 'hex'), name, array_to_json(allowed_models)::text,"            \
-    " coalesce((extract(epoch FROM expires_at) * 1000)::bigint, 0)"                                                    \
-    " FROM virtual_keys WHERE status = 'active' AND (expires_at IS NULL OR expires_at > now()) ORDER BY id"
+    " coalesce((extract(epoch FROM expires_at) * 1000)::bigint, 0), coalesce(team_id::text, ''),"                      \
+    " array_to_json(allowed_providers)::text"                                                                          \
+    " FROM virtual_keys WHERE status = 'active'"                                                                       \
+    " AND (expires_at IS NULL OR expires_at > to_timestamp($1::bigint / 1000.0)) ORDER BY id"
 #define SQL_PROVIDERS                                                                                                  \
     "SELECT p.id::text, p.name, p.kind, p.base_url,"                                                                   \
     " (SELECT count(*) FROM provider_keys k WHERE k.provider_id = p.id), p.settings::text"                             \
@@ -114,7 +118,7 @@ cp_snapshot_free(cp_snapshot_t *snap)
     "SELECT id::text, provider_id::text, encode(sealed_secret, 'hex'), weight"                                         \
     " FROM provider_keys ORDER BY provider_id, ordinal"
 #define SQL_ROUTES                                                                                                     \
-    "SELECT r.id::text, r.name, (SELECT count(*) FROM route_targets t WHERE t.route_id = r.id)"                        \
+    "SELECT r.id::text, r.name, (SELECT count(*) FROM route_targets t WHERE t.route_id = r.id), r.default_max_tokens"  \
     " FROM routes r ORDER BY r.id"
 #define SQL_TARGETS                                                                                                    \
     "SELECT route_id::text, provider_id::text, upstream_model, weight FROM route_targets"                              \
@@ -124,6 +128,14 @@ cp_snapshot_free(cp_snapshot_t *snap)
     " round(input_usd_per_mtok * 1000000)::bigint, round(output_usd_per_mtok * 1000000)::bigint,"                      \
     " coalesce(round(cached_input_usd_per_mtok * 1000000)::bigint, 0)"                                                 \
     " FROM prices ORDER BY model, provider_id NULLS FIRST"
+
+#define SQL_BUDGETS                                                                                                    \
+    "SELECT id::text, tenant_id::text, scope, coalesce(team_id::text, ''), coalesce(key_id::text, ''),"                \
+    " coalesce(model, ''), period, hard_nanousd, coalesce(soft_nanousd, -1) FROM budgets ORDER BY id"
+#define SQL_RATE_LIMITS                                                                                                \
+    "SELECT id::text, tenant_id::text, scope, coalesce(team_id::text, ''), coalesce(key_id::text, ''), window_s,"      \
+    " coalesce(requests_per_window, -1), coalesce(tokens_per_window, -1), coalesce(concurrent, -1)"                    \
+    " FROM rate_limits ORDER BY id"
 
 static PGresult *
 select_rows(cp_t *cp, const char *sql)
@@ -154,7 +166,9 @@ load_tenants(cp_t *cp, cp_snapshot_t *s)
         tollgate__tenant__init(&items[i]);
         items[i].id = arena_strdup(s->arena, V(res, i, 0));
         items[i].name = arena_strdup(s->arena, V(res, i, 1));
-        if (items[i].id == NULL || items[i].name == NULL)
+        items[i].time_zone = arena_strdup(s->arena, V(res, i, 2));
+        items[i].log_content = V(res, i, 3)[0] == 't';
+        if (items[i].id == NULL || items[i].name == NULL || items[i].time_zone == NULL)
             goto fail;
         ptrs[i] = &items[i];
     }
@@ -167,8 +181,9 @@ fail:
     return -1;
 }
 
+/* A JSON array of strings (array_to_json of a text[] or uuid[]) into an arena string array. */
 static int
-parse_models(cp_snapshot_t *s, const char *text, Tollgate__VirtualKey *k)
+parse_strings(cp_snapshot_t *s, const char *text, char ***ret, size_t *ret_n)
 {
     json_t *arr = json_loads(text, 0, NULL);
     if (!json_is_array(arr)) {
@@ -176,15 +191,16 @@ parse_models(cp_snapshot_t *s, const char *text, Tollgate__VirtualKey *k)
         return -1;
     }
     size_t n = json_array_size(arr);
-    k->allowed_models = arena_calloc(s->arena, n, sizeof(char *));
-    if (n > 0 && k->allowed_models == NULL)
+    char **items = arena_calloc(s->arena, n, sizeof(char *));
+    if (n > 0 && items == NULL)
         goto fail;
     for (size_t i = 0; i < n; i++) {
         const char *m = json_string_value(json_array_get(arr, i));
-        if (m == NULL || (k->allowed_models[i] = arena_strdup(s->arena, m)) == NULL)
+        if (m == NULL || (items[i] = arena_strdup(s->arena, m)) == NULL)
             goto fail;
     }
-    k->n_allowed_models = n;
+    *ret = items;
+    *ret_n = n;
     json_decref(arr);
     return 0;
 fail:
@@ -195,9 +211,16 @@ fail:
 static int
 load_keys(cp_t *cp, cp_snapshot_t *s)
 {
-    PGresult *res = select_rows(cp, SQL_KEYS);
-    if (res == NULL)
+    /* expiry on the governance clock (tollgate/clock.h), like the dataplane's check */
+    char now[24];
+    snprintf(now, sizeof(now), "%lld", (long long)tg_clock_now_ms());
+    const char *params[] = {now};
+    PGresult *res;
+    if (cp_db_query(&cp->db, &res, SQL_KEYS, 1, params, NULL, NULL) != 0) {
+        tg_error("cp.snapshot.query_failed", "error=\"%s\"", cp_db_errmsg(&cp->db, res));
+        PQclear(res);
         return -1;
+    }
     size_t n = PQntuples(res);
     Tollgate__VirtualKey *items = arena_calloc(s->arena, n, sizeof(*items));
     Tollgate__VirtualKey **ptrs = arena_calloc(s->arena, n, sizeof(*ptrs));
@@ -215,9 +238,12 @@ load_keys(cp_t *cp, cp_snapshot_t *s)
             goto fail;
         if (tg_hex_decode(V(res, i, 2), PQgetlength(res, i, 2), k->key_hash.data, TG_SHA256_LEN) != 0)
             goto fail;
-        if (parse_models(s, V(res, i, 4), k) != 0)
+        if (parse_strings(s, V(res, i, 4), &k->allowed_models, &k->n_allowed_models) != 0 ||
+            parse_strings(s, V(res, i, 7), &k->allowed_providers, &k->n_allowed_providers) != 0)
             goto fail;
         k->expires_at_unix_ms = strtoll(V(res, i, 5), NULL, 10);
+        if ((k->team_id = arena_strdup(s->arena, V(res, i, 6))) == NULL)
+            goto fail;
         ptrs[i] = k;
     }
     s->msg.n_keys = n;
@@ -342,6 +368,7 @@ load_routes(cp_t *cp, cp_snapshot_t *s)
         r->id = arena_strdup(s->arena, V(rres, i, 0));
         r->name = arena_strdup(s->arena, V(rres, i, 1));
         size_t cap = strtoull(V(rres, i, 2), NULL, 10);
+        r->default_max_tokens = (uint32_t)strtoul(V(rres, i, 3), NULL, 10);
         r->targets = arena_calloc(s->arena, cap, sizeof(*r->targets));
         if (r->id == NULL || r->name == NULL || (cap > 0 && r->targets == NULL))
             goto fail;
@@ -407,6 +434,85 @@ fail:
     return -1;
 }
 
+static Tollgate__Scope
+scope_of(const char *v)
+{
+    return strcmp(v, "key") == 0    ? TOLLGATE__SCOPE__SCOPE_KEY
+           : strcmp(v, "team") == 0 ? TOLLGATE__SCOPE__SCOPE_TEAM
+                                    : TOLLGATE__SCOPE__SCOPE_TENANT;
+}
+
+static Tollgate__Period
+period_of(const char *v)
+{
+    return strcmp(v, "hourly") == 0    ? TOLLGATE__PERIOD__PERIOD_HOURLY
+           : strcmp(v, "daily") == 0   ? TOLLGATE__PERIOD__PERIOD_DAILY
+           : strcmp(v, "weekly") == 0  ? TOLLGATE__PERIOD__PERIOD_WEEKLY
+           : strcmp(v, "monthly") == 0 ? TOLLGATE__PERIOD__PERIOD_MONTHLY
+                                       : TOLLGATE__PERIOD__PERIOD_TOTAL;
+}
+
+/* Budgets and rate limits: what admission enforces (docs/admission.md). */
+static int
+load_limits(cp_t *cp, cp_snapshot_t *s)
+{
+    PGresult *res = select_rows(cp, SQL_BUDGETS);
+    if (res == NULL)
+        return -1;
+    size_t n = PQntuples(res);
+    Tollgate__Budget *b = arena_calloc(s->arena, n, sizeof(*b));
+    Tollgate__Budget **bp = arena_calloc(s->arena, n, sizeof(*bp));
+    if (n > 0 && (b == NULL || bp == NULL))
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        tollgate__budget__init(&b[i]);
+        b[i].id = arena_strdup(s->arena, V(res, i, 0));
+        b[i].tenant_id = arena_strdup(s->arena, V(res, i, 1));
+        b[i].scope = scope_of(V(res, i, 2));
+        b[i].team_id = arena_strdup(s->arena, V(res, i, 3));
+        b[i].key_id = arena_strdup(s->arena, V(res, i, 4));
+        b[i].model = arena_strdup(s->arena, V(res, i, 5));
+        b[i].period = period_of(V(res, i, 6));
+        b[i].hard_nanousd = strtoll(V(res, i, 7), NULL, 10);
+        b[i].soft_nanousd = strtoll(V(res, i, 8), NULL, 10);
+        if (!b[i].id || !b[i].tenant_id || !b[i].team_id || !b[i].key_id || !b[i].model)
+            goto fail;
+        bp[i] = &b[i];
+    }
+    s->msg.n_budgets = n;
+    s->msg.budgets = bp;
+    PQclear(res);
+    if ((res = select_rows(cp, SQL_RATE_LIMITS)) == NULL)
+        return -1;
+    n = PQntuples(res);
+    Tollgate__RateLimit *l = arena_calloc(s->arena, n, sizeof(*l));
+    Tollgate__RateLimit **lp = arena_calloc(s->arena, n, sizeof(*lp));
+    if (n > 0 && (l == NULL || lp == NULL))
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        tollgate__rate_limit__init(&l[i]);
+        l[i].id = arena_strdup(s->arena, V(res, i, 0));
+        l[i].tenant_id = arena_strdup(s->arena, V(res, i, 1));
+        l[i].scope = scope_of(V(res, i, 2));
+        l[i].team_id = arena_strdup(s->arena, V(res, i, 3));
+        l[i].key_id = arena_strdup(s->arena, V(res, i, 4));
+        l[i].window_s = (uint32_t)strtoul(V(res, i, 5), NULL, 10);
+        l[i].requests_per_window = strtoll(V(res, i, 6), NULL, 10);
+        l[i].tokens_per_window = strtoll(V(res, i, 7), NULL, 10);
+        l[i].concurrent = strtoll(V(res, i, 8), NULL, 10);
+        if (!l[i].id || !l[i].tenant_id || !l[i].team_id || !l[i].key_id)
+            goto fail;
+        lp[i] = &l[i];
+    }
+    s->msg.n_rate_limits = n;
+    s->msg.rate_limits = lp;
+    PQclear(res);
+    return 0;
+fail:
+    PQclear(res);
+    return -1;
+}
+
 int
 cp_snapshot_build(cp_t *cp, cp_snapshot_t **ret)
 {
@@ -424,7 +530,7 @@ cp_snapshot_build(cp_t *cp, cp_snapshot_t **ret)
     s->version = strtoull(V(res, 0, 0), NULL, 10);
     PQclear(res);
     if (load_tenants(cp, s) != 0 || load_keys(cp, s) != 0 || load_providers(cp, s) != 0 || load_routes(cp, s) != 0 ||
-        load_prices(cp, s) != 0)
+        load_prices(cp, s) != 0 || load_limits(cp, s) != 0)
         goto rollback;
     if (cp_db_exec(&cp->db, "COMMIT", 0, NULL) != 0)
         goto fail;

@@ -17,6 +17,7 @@
 #include <time.h>
 #include "tollgate/env.h"
 #include "tollgate/log.h"
+#include "lease.h"
 #include "usage_ingest.h"
 #include "util.h"
 
@@ -242,6 +243,8 @@ cp_usage_ingest(cp_t *cp, const Tollgate__UsageBatch *batch, int *ret_duplicate,
     }
     int64_t now_ms = tg_now_unix_ms();
     if (batch->n_records > 0 && copy_records(cp, batch, now_ms, ret_err, errsz) != 0)
+        goto rollback;
+    if (cp_lease_settle_batch(cp, batch, ret_err, errsz) != 0) /* budgets' ledger, same transaction */
         goto rollback;
     /* Acknowledge only what PostgreSQL says it committed: COMMIT of a transaction that failed along the way
      * (a statement added to it whose error went unnoticed, a deferred constraint) succeeds as a command

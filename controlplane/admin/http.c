@@ -12,6 +12,7 @@
 #include "../util.h"
 #include "handlers.h"
 #include "router.h"
+#include "test_hooks.h"
 #include "tollgate/crypto.h"
 #include "tollgate/env.h"
 #include "tollgate/log.h"
@@ -289,6 +290,8 @@ on_req(h2o_handler_t *self, h2o_req_t *req)
         cp_http_error(&r, 401, "authentication_error", "missing or invalid admin token");
         goto done;
     }
+    if (cp_test_hooks_handle(&r, path, plen))
+        goto done;
     cp_route_match_t m;
     int rv = cp_admin_route(req->method.base, req->method.len, path, plen, &m);
     if (rv == 404) {

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "admission/allowance.h"
 #include "config/snapshot.h"
 #include "routing/routing.h"
 #include "tollgate/json_scan.h"
@@ -141,6 +142,8 @@ snapshot_free(dp_snapshot_t *s)
     free(s->keys);
     free(s->key_slots);
     free(s->prices);
+    free(s->limits);
+    free(s->key_limits);
     if (s->pb != NULL)
         tollgate__snapshot__free_unpacked(s->pb, NULL);
     free(s);
@@ -297,6 +300,107 @@ build_provider(dp_provider_t *p, const Tollgate__ProviderAccount *pa, const tg_w
     return 0;
 }
 
+static int
+add_limit(dp_snapshot_t *s, const char *id, int kind, const char *model, int64_t hard, int64_t soft, uint32_t window)
+{
+    dp_limit_t *l = &s->limits[s->n_limits];
+    l->id = id;
+    l->kind = kind;
+    l->model = model != NULL && model[0] != '\0' ? model : NULL;
+    l->model_len = l->model != NULL ? strlen(model) : 0;
+    l->hard = hard;
+    l->soft = soft;
+    l->window_s = window;
+    if ((l->allowance = dp_allowance_get(id, (dp_lease_kind_t)kind)) == NULL)
+        return -1;
+    if (kind == DP_LEASE_BUDGET)
+        l->allowance->soft = soft;
+    s->n_limits++;
+    return 0;
+}
+
+static int
+applies(Tollgate__Scope scope, const char *tenant_id, const char *team_id, const char *key_id, const dp_vkey_t *k)
+{
+    if (strcmp(tenant_id, k->tenant_id) != 0)
+        return 0;
+    switch (scope) {
+    case TOLLGATE__SCOPE__SCOPE_TEAM:
+        return k->team_id != NULL && k->team_id[0] != '\0' && strcmp(team_id, k->team_id) == 0;
+    case TOLLGATE__SCOPE__SCOPE_KEY:
+        return strcmp(key_id, k->id) == 0;
+    default:
+        return 1;
+    }
+}
+
+/* Budgets and rate-limit counters, and for every key the list of those that apply to it, so admission
+ * walks a short array instead of searching. Each rate limit gives up to three counters. */
+static int
+build_limits(dp_snapshot_t *s, const Tollgate__Snapshot *pb)
+{
+    size_t cap = pb->n_budgets + 3 * pb->n_rate_limits;
+    uint32_t *owner = calloc(cap + 1, sizeof(*owner)); /* the budget or rate limit of each counter */
+    s->limits = calloc(cap + 1, sizeof(*s->limits));
+    if (owner == NULL || s->limits == NULL) {
+        free(owner);
+        return -1;
+    }
+    for (size_t i = 0; i < pb->n_budgets; i++) {
+        const Tollgate__Budget *b = pb->budgets[i];
+        owner[s->n_limits] = (uint32_t)i;
+        if (add_limit(s, b->id, DP_LEASE_BUDGET, b->model, b->hard_nanousd, b->soft_nanousd, 0) != 0)
+            goto fail;
+    }
+    for (size_t i = 0; i < pb->n_rate_limits; i++) {
+        const Tollgate__RateLimit *r = pb->rate_limits[i];
+        int64_t v[3] = {r->requests_per_window, r->tokens_per_window, r->concurrent};
+        int kinds[3] = {DP_LEASE_REQUESTS, DP_LEASE_TOKENS, DP_LEASE_CONCURRENT};
+        for (int j = 0; j < 3; j++) {
+            if (v[j] < 0)
+                continue;
+            owner[s->n_limits] = (uint32_t)(pb->n_budgets + i);
+            if (add_limit(s, r->id, kinds[j], NULL, v[j], -1, r->window_s ? r->window_s : 60) != 0)
+                goto fail;
+        }
+    }
+    /* two passes over keys x limits: count, then fill one shared array */
+    size_t total = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1 && (s->key_limits = calloc(total + 1, sizeof(uint32_t))) == NULL)
+            goto fail;
+        size_t at = 0;
+        for (size_t k = 0; k < s->n_keys; k++) {
+            dp_vkey_t *key = &s->keys[k];
+            if (pass == 1) {
+                key->limits = &s->key_limits[at];
+                key->n_limits = 0;
+            }
+            for (size_t i = 0; i < s->n_limits; i++) {
+                uint32_t o = owner[i];
+                int ok = o < pb->n_budgets ? applies(pb->budgets[o]->scope, pb->budgets[o]->tenant_id,
+                                                     pb->budgets[o]->team_id, pb->budgets[o]->key_id, key)
+                                           : applies(pb->rate_limits[o - pb->n_budgets]->scope,
+                                                     pb->rate_limits[o - pb->n_budgets]->tenant_id,
+                                                     pb->rate_limits[o - pb->n_budgets]->team_id,
+                                                     pb->rate_limits[o - pb->n_budgets]->key_id, key);
+                if (!ok)
+                    continue;
+                if (pass == 0)
+                    total++;
+                else
+                    key->limits[key->n_limits++] = (uint32_t)i;
+                at += pass;
+            }
+        }
+    }
+    free(owner);
+    return 0;
+fail:
+    free(owner);
+    return -1;
+}
+
 int
 dp_snapshot_build(const uint8_t *buf, size_t len, const tg_wire_key_t *wire_key, dp_snapshot_t **ret, char *err,
                   size_t errlen)
@@ -343,6 +447,7 @@ dp_snapshot_build(const uint8_t *buf, size_t len, const tg_wire_key_t *wire_key,
         dp_route_t *dr = &s->routes[s->n_routes++];
         dr->name = r->name;
         dr->name_len = strlen(r->name);
+        dr->default_max_tokens = r->default_max_tokens;
         dr->targets = calloc(r->n_targets + 1, sizeof(*dr->targets));
         if (dr->targets == NULL)
             goto fail;
@@ -353,6 +458,13 @@ dp_snapshot_build(const uint8_t *buf, size_t len, const tg_wire_key_t *wire_key,
                 continue; /* a target whose provider is gone cannot be used */
             if (dp_target_init(s, &dr->targets[dr->n_targets++], prov, rt->upstream_model, rt->weight, NULL) != 0)
                 goto fail;
+            const dp_price_t *price = dr->targets[dr->n_targets - 1].price;
+            if (price != NULL) { /* W is priced at the dearest target (docs/admission.md) */
+                if (price->input > dr->max_price.input)
+                    dr->max_price.input = price->input;
+                if (price->output > dr->max_price.output)
+                    dr->max_price.output = price->output;
+            }
         }
         for (size_t h = fnv1a(dr->name, dr->name_len) & s->route_mask;; h = (h + 1) & s->route_mask) {
             if (s->route_slots[h] == 0) {
@@ -377,8 +489,11 @@ dp_snapshot_build(const uint8_t *buf, size_t len, const tg_wire_key_t *wire_key,
         dk->id = k->id;
         dk->tenant_id = k->tenant_id;
         dk->expires_at_unix_ms = k->expires_at_unix_ms;
+        dk->team_id = k->team_id;
         dk->allowed_models = k->allowed_models;
         dk->n_allowed_models = k->n_allowed_models;
+        dk->allowed_providers = k->allowed_providers;
+        dk->n_allowed_providers = k->n_allowed_providers;
         for (size_t h = key_slot_hash(dk->hash) & s->key_mask;; h = (h + 1) & s->key_mask) {
             if (s->key_slots[h] == 0) {
                 s->key_slots[h] = (uint32_t)s->n_keys;
@@ -386,6 +501,8 @@ dp_snapshot_build(const uint8_t *buf, size_t len, const tg_wire_key_t *wire_key,
             }
         }
     }
+    if (build_limits(s, pb) != 0)
+        goto fail;
     *ret = s;
     err[0] = '\0';
     return 0;
@@ -432,13 +549,52 @@ dp_snapshot_find_route(const dp_snapshot_t *s, const char *name, size_t len)
     }
 }
 
+/* Iterative glob with one backtrack point: linear in practice, never exponential. */
+int
+dp_glob_match(const char *p, const char *name, size_t len)
+{
+    size_t n = 0;
+    const char *star = NULL;
+    size_t star_n = 0;
+    while (n < len) {
+        if (*p == '*') {
+            star = p++;
+            star_n = n;
+        } else if (*p != '\0' && (*p == '?' || *p == name[n])) {
+            p++;
+            n++;
+        } else if (star != NULL) {
+            p = star + 1;
+            n = ++star_n;
+        } else {
+            return 0;
+        }
+    }
+    while (*p == '*')
+        p++;
+    return *p == '\0';
+}
+
 int
 dp_vkey_allows(const dp_vkey_t *k, const char *model, size_t len)
 {
     if (k->n_allowed_models == 0)
         return 1;
-    for (size_t i = 0; i < k->n_allowed_models; i++)
-        if (strlen(k->allowed_models[i]) == len && memcmp(k->allowed_models[i], model, len) == 0)
+    for (size_t i = 0; i < k->n_allowed_models; i++) {
+        const char *m = k->allowed_models[i];
+        if (strpbrk(m, "*?") != NULL ? dp_glob_match(m, model, len) : strlen(m) == len && memcmp(m, model, len) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+int
+dp_vkey_allows_provider(const dp_vkey_t *k, const char *provider_id)
+{
+    if (k->n_allowed_providers == 0)
+        return 1;
+    for (size_t i = 0; i < k->n_allowed_providers; i++)
+        if (strcmp(k->allowed_providers[i], provider_id) == 0)
             return 1;
     return 0;
 }

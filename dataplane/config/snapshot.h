@@ -89,15 +89,36 @@ typedef struct dp_route {
     size_t name_len;
     dp_target_t *targets;
     size_t n_targets;
+    uint32_t default_max_tokens; /* reservation cap when the client names none (0: the gateway's) */
+    dp_price_t max_price;        /* the highest input and output price of any target: what W is priced at */
 } dp_route_t;
+
+struct dp_allowance;
+
+/* A budget or one counter of a rate limit, as admission sees it (admission/admission.h). */
+typedef struct dp_limit {
+    const char *id;
+    int kind;          /* dp_lease_kind_t */
+    const char *model; /* budgets: only requests for this public model; NULL = every model */
+    size_t model_len;
+    int64_t hard;                   /* nano-USD, requests, tokens or slots */
+    int64_t soft;                   /* budgets: the warning threshold, -1 none */
+    uint32_t window_s;              /* rate limits */
+    struct dp_allowance *allowance; /* process-wide state, survives snapshots */
+} dp_limit_t;
 
 typedef struct dp_vkey {
     uint8_t hash[TG_SHA256_LEN];
     const char *id;
     const char *tenant_id;
     int64_t expires_at_unix_ms; /* 0: never */
-    char **allowed_models;
+    const char *team_id;        /* "" when none */
+    char **allowed_models;      /* exact names and globs ('*', '?') */
     size_t n_allowed_models;
+    char **allowed_providers; /* provider account ids; none = all */
+    size_t n_allowed_providers;
+    uint32_t *limits; /* indexes into the snapshot's limits that apply to this key (key, team, tenant) */
+    size_t n_limits;
 } dp_vkey_t;
 
 typedef struct dp_snapshot {
@@ -117,6 +138,9 @@ typedef struct dp_snapshot {
     size_t n_providers;
     dp_price_t *prices;
     size_t n_prices;
+    dp_limit_t *limits;
+    size_t n_limits;
+    uint32_t *key_limits; /* the keys' limit lists, one allocation */
 } dp_snapshot_t;
 
 /* Builds a snapshot from a serialized protobuf Snapshot. 0 and a snapshot with one reference, or -1
@@ -128,6 +152,7 @@ void dp_snapshot_unref(dp_snapshot_t *s);
 
 const dp_vkey_t *dp_snapshot_find_key(const dp_snapshot_t *s, const uint8_t hash[TG_SHA256_LEN]);
 const dp_route_t *dp_snapshot_find_route(const dp_snapshot_t *s, const char *name, size_t len);
+/* 1 when the key may call the public model name (exact or glob match), else 0. */
 int dp_vkey_allows(const dp_vkey_t *k, const char *model, size_t len);
 /* A provider account by its name (the `account/model` form of model names). */
 const dp_provider_t *dp_snapshot_find_provider_by_name(const dp_snapshot_t *s, const char *name, size_t len);
@@ -137,6 +162,10 @@ const dp_price_t *dp_snapshot_find_price(const dp_snapshot_t *s, const char *pro
  * arrays are malloc'd (the snapshot frees them) or, with an arena, taken from it. 0 or -1. */
 int dp_target_init(const dp_snapshot_t *s, dp_target_t *t, const dp_provider_t *p, const char *upstream_model,
                    uint32_t weight, tg_arena_t *a);
+/* 1 when the key may use the provider account (no restriction, or listed). */
+int dp_vkey_allows_provider(const dp_vkey_t *k, const char *provider_id);
+/* Glob match of a name (not NUL-terminated) against a pattern: '*' any run, '?' one byte. */
+int dp_glob_match(const char *pattern, const char *name, size_t len);
 
 /* The process-wide current snapshot. publish() takes over the caller's reference. */
 void dp_snapshot_publish(dp_snapshot_t *s);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 #include "ingress/ingress.h"
+#include "tollgate/clock.h"
 #include "tollgate/crypto.h"
 #include "tollgate/env.h"
 
@@ -56,7 +57,7 @@ authenticate(h2o_req_t *req, tx_dialect_t dialect, const dp_snapshot_t *s)
     uint8_t hash[TG_SHA256_LEN];
     tg_sha256(k.base, k.len, hash);
     const dp_vkey_t *key = dp_snapshot_find_key(s, hash);
-    if (key == NULL || (key->expires_at_unix_ms != 0 && key->expires_at_unix_ms <= tg_now_unix_ms())) {
+    if (key == NULL || (key->expires_at_unix_ms != 0 && key->expires_at_unix_ms <= tg_clock_now_ms())) {
         dp_send_error(req, dialect, 401, "invalid_api_key", NULL,
                       "Incorrect API key provided, or the key was revoked or has expired.");
         return NULL;

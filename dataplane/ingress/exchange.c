@@ -35,10 +35,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include "accounting/usage.h"
+#include "admission/admission.h"
 #include "ingress/ingress.h"
 #include "routing/routing.h"
 #include "tollgate/arena.h"
 #include "tollgate/buf.h"
+#include "tollgate/clock.h"
 #include "tollgate/env.h"
 #include "tollgate/http_status.h"
 #include "tollgate/json_scan.h"
@@ -135,6 +137,7 @@ struct exchange {
     tg_buf_t pending, sending; /* streaming: what waits, what h2o holds */
 
     tx_usage_t usage;
+    dp_admission_t adm; /* reservations against budgets and rate limits, settled in record_usage */
     unsigned translated : 1;
     unsigned url_model : 1; /* the URL named the model (Gemini): treq.model is set before decoding */
     unsigned stream : 1;
@@ -181,6 +184,7 @@ record_usage(exchange_t *x, uint32_t status)
     };
     if (dp_usage_append(&x->w->usage, &f) != 0)
         tg_error("dp.usage.append_failed", "request_id=%s", x->request_id);
+    dp_admission_settle(&x->adm, f.cost_nanousd, in + out);
 }
 
 /* OpenAI's usage object: prompt_tokens (cached included), completion_tokens, cached_tokens. */
@@ -639,6 +643,8 @@ next_target(exchange_t *x, size_t from, const dp_provider_key_t **key)
     for (size_t i = from; i < x->plan.n; i++) {
         int all_open;
         const dp_target_t *t = x->plan.targets[i];
+        if (!dp_vkey_allows_provider(x->key, t->provider->id))
+            continue; /* the key is restricted to other provider accounts */
         const dp_provider_key_t *k = dp_pick_key(t, 0, &x->chooser, now, &all_open);
         if (k != NULL) {
             x->target = t;
@@ -1080,12 +1086,30 @@ plan_targets(exchange_t *x, const char *name, size_t len)
     }
     tx_dialect_t d = x->ep->dialect;
     int shown = (int)(len > 200 ? 200 : len);
-    if (plan_model(x, name, len) != 0) {
+    const dp_target_t *targets;
+    size_t n;
+    if (dp_resolve_model(x->snapshot, name, len, &x->arena, &targets, &n) != 0) {
         x->final_sent = 1;
         dp_send_error(x->req, d, 404, "model_not_found", "model",
                       "The model '%.*s' does not exist or you do not have access to it.", shown, name);
         return -1;
     }
+    if (!dp_vkey_allows(x->key, name, len)) {
+        x->final_sent = 1;
+        dp_send_error(x->req, d, 403, "model_not_allowed", "model",
+                      "This API key is not allowed to use the model '%.*s'.", shown, name);
+        return -1;
+    }
+    size_t allowed = 0;
+    for (size_t i = 0; i < n; i++)
+        allowed += dp_vkey_allows_provider(x->key, targets[i].provider->id);
+    if (n > 0 && allowed == 0) {
+        x->final_sent = 1;
+        dp_send_error(x->req, d, 403, "provider_not_allowed", "model",
+                      "This API key is not allowed to use the providers that serve '%.*s'.", shown, name);
+        return -1;
+    }
+    dp_plan_add(&x->plan, targets, n, &x->chooser, dp_breaker_now_ms());
     plan_fallbacks(x);
     if (x->plan.n == 0) {
         x->final_sent = 1;
@@ -1108,6 +1132,63 @@ plan_targets(exchange_t *x, const char *name, size_t len)
         return -1;
     }
     return 0;
+}
+
+/* Admission refused the request (docs/admission.md): nothing was called, nothing is billed. */
+static void
+send_refusal(exchange_t *x)
+{
+    const dp_admission_t *a = &x->adm;
+    tx_dialect_t d = x->ep->dialect;
+    h2o_req_t *req = x->req;
+    x->final_sent = 1;
+    x->recorded = 1;
+    dp_admission_settle(&x->adm, 0, 0);
+    if (a->retry_after_s > 0) {
+        char *v = h2o_mem_alloc_pool(&req->pool, 24);
+        int n = snprintf(v, 24, "%lld", (long long)a->retry_after_s);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, v, (size_t)n);
+    }
+    const dp_limit_t *l = a->refused_by;
+    if (a->status == 402) {
+        dp_send_error(req, d, 402, "budget_exceeded", NULL,
+                      "The budget for this request is spent (budget %s); it resets at the start of its next period.",
+                      l != NULL ? l->id : "?");
+    } else if (a->status == 429 && l != NULL) {
+        const char *unit = l->kind == DP_LEASE_TOKENS ? "tokens" : "requests";
+        char name[48], val[32];
+        if (l->kind != DP_LEASE_CONCURRENT) {
+            snprintf(name, sizeof(name), "x-ratelimit-limit-%s", unit);
+            int n = snprintf(val, sizeof(val), "%lld", (long long)l->hard);
+            h2o_add_header_by_str(&req->pool, &req->res.headers, h2o_strdup(&req->pool, name, SIZE_MAX).base,
+                                  strlen(name), 0, NULL, h2o_strdup(&req->pool, val, n).base, (size_t)n);
+            snprintf(name, sizeof(name), "x-ratelimit-remaining-%s", unit);
+            h2o_add_header_by_str(&req->pool, &req->res.headers, h2o_strdup(&req->pool, name, SIZE_MAX).base,
+                                  strlen(name), 0, NULL, H2O_STRLIT("0"));
+            snprintf(name, sizeof(name), "x-ratelimit-reset-%s", unit);
+            n = snprintf(val, sizeof(val), "%llds", (long long)a->retry_after_s);
+            h2o_add_header_by_str(&req->pool, &req->res.headers, h2o_strdup(&req->pool, name, SIZE_MAX).base,
+                                  strlen(name), 0, NULL, h2o_strdup(&req->pool, val, n).base, (size_t)n);
+        }
+        dp_send_error(req, d, 429, "rate_limit_exceeded", NULL, "Rate limit reached for %s (limit %s: %lld per %us).",
+                      l->kind == DP_LEASE_CONCURRENT ? "concurrent requests" : unit, l->id, (long long)l->hard,
+                      l->kind == DP_LEASE_CONCURRENT ? 0u : l->window_s);
+    } else {
+        dp_send_error(req, d, 503, "allowance_unavailable", NULL,
+                      "The gateway could not obtain budget or rate-limit allowance in time; retry shortly.");
+    }
+}
+
+static void
+on_admitted(dp_admission_t *a, int admitted)
+{
+    exchange_t *x = a->data;
+    if (admitted && a->admitted_ms != 0)
+        x->started_unix_ms = a->admitted_ms;
+    if (admitted)
+        start_attempt(x);
+    else
+        send_refusal(x);
 }
 
 int
@@ -1178,7 +1259,7 @@ dp_exchange_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id, const
     x->parsed = parsed;
     x->dialect = tx_dialect_get(d);
     x->started_ns = tg_mono_ns();
-    x->started_unix_ms = tg_now_unix_ms();
+    x->started_unix_ms = tg_clock_now_ms(); /* the governance clock: usage settles in the period it started in */
     x->call.cb = &upstream_callbacks;
     x->call.data = x;
     x->arena.max = ARENA_MAX;
@@ -1190,7 +1271,26 @@ dp_exchange_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id, const
         x->treq.model = tg_arena_strndup(&x->arena, name, name_len);
         x->url_model = 1;
     }
-    start_attempt(x);
+    /* admission: the worst case reserved against every budget and rate limit before any call */
+    dp_worst_case_t wc;
+    dp_route_t priced = {0}; /* W at the dearest target the plan may reach, fallbacks included */
+    const dp_route_t *route = dp_snapshot_find_route(s, name, name_len);
+    priced.default_max_tokens = route != NULL ? route->default_max_tokens : 0;
+    for (size_t i = 0; i < x->plan.n; i++) {
+        const dp_price_t *p = x->plan.targets[i]->price;
+        if (p != NULL && p->input > priced.max_price.input)
+            priced.max_price.input = p->input;
+        if (p != NULL && p->output > priced.max_price.output)
+            priced.max_price.output = p->output;
+    }
+    dp_admission_worst_case(&priced, body.base, body.len, ep->op == TX_OP_EMBED || ep->op == TX_OP_COUNT_TOKENS, &wc);
+    x->adm.on_ready = on_admitted;
+    x->adm.data = x;
+    int adm = dp_admission_begin(&x->adm, w->admission, s, key, name, name_len, &wc);
+    if (adm < 0)
+        send_refusal(x);
+    else if (adm == 0)
+        on_admitted(&x->adm, 1);
     return 0;
 }
 

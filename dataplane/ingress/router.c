@@ -7,8 +7,11 @@
  *              :batchEmbedContents | :countTokens (also /genai/v1/...)
  * and the operational ones: /healthz, /readyz, /tollgate/v1/breakers.
  */
+#include <stdio.h>
 #include <string.h>
 #include "ingress/ingress.h"
+#include "tollgate/clock.h"
+#include "tollgate/json_scan.h"
 
 static int
 path_is(h2o_iovec_t path, const char *lit)
@@ -101,6 +104,27 @@ on_gemini(h2o_req_t *req, dp_worker_t *w, const char *request_id, h2o_iovec_t re
     return dp_exchange_handle(req, w, request_id, ep, model, stream);
 }
 
+/* PUT /__test/clock {"offset_ms": N}: moves the governance clock (TOLLGATE_TEST_HOOKS=1 only). */
+static int
+dp_test_clock(h2o_req_t *req, int is_get)
+{
+    if (!is_get) {
+        tg_json_span_t top, v;
+        int64_t off;
+        if (tg_json_parse(req->entity.base, req->entity.len, &top) != 0 || top.type != TG_JSON_OBJECT ||
+            tg_json_object_get(top, "offset_ms", &v) != 1 || tg_json_to_int64(v, &off) != 0 ||
+            tg_clock_set_offset_ms(off) != 0) {
+            dp_send_error(req, TX_DIALECT_OPENAI, 400, "invalid_value", "offset_ms", "offset_ms must be an integer.");
+            return 0;
+        }
+    }
+    char *body = h2o_mem_alloc_pool(&req->pool, 96);
+    int n = snprintf(body, 96, "{\"offset_ms\":%lld,\"now_ms\":%lld}\n", (long long)tg_clock_offset_ms(),
+                     (long long)tg_clock_now_ms());
+    dp_send_json(req, 200, body, (size_t)n);
+    return 0;
+}
+
 int
 dp_ingress_on_req(h2o_handler_t *self, h2o_req_t *req)
 {
@@ -138,6 +162,8 @@ dp_ingress_on_req(h2o_handler_t *self, h2o_req_t *req)
             return dp_ops_breakers_handle(req);
         dp_send_json(req, 405, H2O_STRLIT("{\"error\":{\"message\":\"Use GET.\"}}\n"));
         return 0;
+    } else if (path_is(path, "/__test/clock") && tg_clock_test_hooks()) {
+        return dp_test_clock(req, is_get);
     } else if (path_is(path, "/healthz")) {
         dp_send_json(req, 200, H2O_STRLIT("{\"status\":\"ok\"}\n"));
         return 0;

@@ -15,6 +15,8 @@
 #include "config/sync.h"
 #include "ingress/ingress.h"
 #include "routing/routing.h"
+#include "admission/admission.h"
+#include "admission/lease.h"
 #include "server/worker.h"
 #include "tollgate/crypto.h"
 #include "tollgate/env.h"
@@ -64,6 +66,11 @@ load_config(void)
     dp_config.usage_spool_dir = tg_env_str("TOLLGATE_USAGE_SPOOL_DIR", NULL);
     dp_config.cp_pub_url = tg_env_str("TOLLGATE_CP_PUB_URL", "tcp://127.0.0.1:7401");
     dp_config.cp_rep_url = tg_env_str("TOLLGATE_CP_REP_URL", "tcp://127.0.0.1:7402");
+    int64_t max_tokens, wait_ms;
+    if (tg_env_int("TOLLGATE_DEFAULT_MAX_TOKENS", 4096, 1, 10000000, &max_tokens) != 0 ||
+        tg_env_int("TOLLGATE_ADMISSION_WAIT_MS", 3000, 10, 600000, &wait_ms) != 0)
+        goto bad_int;
+    dp_admission_configure(max_tokens, wait_ms);
 
     const char *secret = tg_env_str("TOLLGATE_CLUSTER_SECRET", NULL);
     if (secret == NULL || tg_wire_key_init(&dp_config.wire_key, secret) != 0) {
@@ -130,7 +137,7 @@ main(int argc, char **argv)
     h2o_handler_t *handler = h2o_create_handler(path, sizeof(*handler));
     handler->on_req = dp_ingress_on_req;
 
-    if (dp_usage_shipper_start() != 0 || dp_sync_start() != 0)
+    if (dp_usage_shipper_start() != 0 || dp_sync_start() != 0 || dp_lease_start() != 0)
         return 1;
     /* static: the workers' h2o contexts outlive their threads (see worker.c, teardown) */
     static dp_worker_t *workers;
@@ -160,7 +167,8 @@ main(int argc, char **argv)
     for (int i = 0; i < dp_config.workers; i++)
         dp_worker_join(&workers[i]);
     dp_sync_stop();
-    dp_usage_shipper_stop(dp_config.usage_drain_timeout_ms);
+    dp_usage_shipper_stop(dp_config.usage_drain_timeout_ms); /* settled usage first, so the ledger sees it before the give-back */
+    dp_lease_stop();
     tg_info("dp.stopped", "usage_unsent=%zu", dp_usage_shipper_pending());
     dp_snapshot_unpublish();
     curl_global_cleanup();

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "ingress/ingress.h"
+#include "admission/admission.h"
 #include "server/worker.h"
 #include "tollgate/crypto.h"
 #include "tollgate/log.h"
@@ -107,6 +108,8 @@ teardown(dp_worker_t *w)
     dp_usage_flush(&w->usage);
     dp_usage_buffer_dispose(&w->usage);
     uv_close((uv_handle_t *)&w->wakeup, NULL);
+    dp_admission_worker_free(w->admission);
+    w->admission = NULL;
     uv_timer_stop(&w->usage_timer);
     uv_close((uv_handle_t *)&w->usage_timer, NULL);
     dp_upstream_free(w->upstream);
@@ -140,6 +143,8 @@ dp_worker_start(dp_worker_t *w, int id, h2o_globalconf_t *conf)
     if (dp_upstream_new(&w->loop, &dp_config.upstream, &w->upstream) != 0)
         return -1;
     uv_async_init(&w->loop, &w->wakeup, on_wakeup);
+    if ((w->admission = dp_admission_worker_new(&w->loop)) == NULL)
+        return -1;
     w->wakeup.data = w;
     uv_timer_init(&w->loop, &w->usage_timer);
     w->usage_timer.data = w;

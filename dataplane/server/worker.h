@@ -51,6 +51,7 @@ typedef struct dp_worker {
     dp_upstream_t *upstream;
     dp_snapshot_t *snapshot; /* this worker's reference to the newest snapshot it has seen */
     dp_usage_buffer_t usage;
+    struct dp_admission_worker *admission; /* parked requests waiting for allowance */
     uint64_t rng;
     atomic_int inflight; /* requests with an upstream call or response in progress */
     atomic_int command;  /* DP_WORKER_RUN, DP_WORKER_DRAIN or DP_WORKER_STOP */

@@ -91,12 +91,12 @@ describe('requests the gateway rejects', () => {
     }
   });
 
-  test('model not allowed for the key → 404 model_not_found', async () => {
+  test('model not allowed for the key → 403 model_not_allowed', async () => {
     const key = await c.createKey(seed.tenant.id, { allowedModels: [MODEL] });
     for (const dp of [0, 1]) {
       assert.equal((await c.chat(dp, key.key, hello())).status, 200, 'the allowed model works');
       assertOpenAIError(await c.chat(dp, key.key, { ...hello(), model: OTHER_MODEL }),
-        { status: 404, type: 'invalid_request_error', code: 'model_not_found' });
+        { status: 403, type: 'permission_error', code: 'model_not_allowed' });
     }
   });
 

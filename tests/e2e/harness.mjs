@@ -292,10 +292,11 @@ export async function waitHttp(proc, url, want = 200, timeoutMs = 20000) {
 const clusters = new Set();
 
 export class Cluster {
-  constructor({ dataplanes = 2, dpEnv = {}, label = 'e2e', mockThreads = 1 } = {}) {
+  constructor({ dataplanes = 2, dpEnv = {}, cpEnv = {}, label = 'e2e', mockThreads = 1 } = {}) {
     this.nDataplanes = dataplanes;
     this.mockThreads = mockThreads;
     this.dpEnv = dpEnv;
+    this.extraCpEnv = cpEnv; // e.g. TOLLGATE_TEST_HOOKS, lease settings
     this.label = label;
     this.dataplanes = [];
     this.stopped = false;
@@ -338,6 +339,7 @@ export class Cluster {
       TOLLGATE_CP_PUB_URL: `tcp://127.0.0.1:${pubPort}`,
       TOLLGATE_CP_REP_URL: `tcp://127.0.0.1:${repPort}`,
       TOLLGATE_MIGRATIONS_DIR: path.join(ROOT, 'migrations'),
+      ...this.extraCpEnv,
     };
 
     // Control plane: migrate, then serve.

@@ -934,6 +934,8 @@ error_type(int status, const char *code)
     switch (status) {
     case 401:
         return "authentication_error";
+    case 402: /* a gateway budget is spent: what OpenAI says of an exhausted quota */
+        return "insufficient_quota";
     case 403:
         return "permission_error";
     case 429:

@@ -1,0 +1,21 @@
+/*
+ * Allowance leases, the control plane's side (docs/admission.md): grants budget and rate-limit allowance
+ * to dataplanes from the ledger in PostgreSQL (migrations/0005), and settles usage against it on ingest.
+ * The arithmetic lives in the SQL functions tollgate_lease() and tollgate_settle(), run inside one
+ * transaction per lease request or usage batch.
+ */
+#ifndef CP_LEASE_H
+#define CP_LEASE_H
+
+#include "cp.h"
+#include "tollgate.pb-c.h"
+
+/* Answers one LeaseRequest. 0 with *ret (free with cp_lease_grant_free), or -1 with a reason. */
+int cp_lease_grant(cp_t *cp, const Tollgate__LeaseRequest *rq, Tollgate__LeaseGrant *ret, char *err, size_t errsz);
+void cp_lease_grant_free(Tollgate__LeaseGrant *g);
+
+/* Inside the usage batch's open transaction: moves each record's cost from the sender's leases to the
+ * settled spend of every budget it falls under. 0 or -1 (the caller rolls back). */
+int cp_lease_settle_batch(cp_t *cp, const Tollgate__UsageBatch *batch, char *err, size_t errsz);
+
+#endif

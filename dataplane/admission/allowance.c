@@ -1,0 +1,222 @@
+/*
+ * Local allowances (see allowance.h).
+ *
+ * Locking: one mutex per allowance, held for a few arithmetic steps. Workers contend only when they
+ * admit requests under the same limit at the same instant; the lease thread takes it once per ask.
+ * The registry of allowances is a list that only grows (a mutex for the insert; readers walk it from
+ * an atomic head), found at snapshot build, never on the request path.
+ */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include "admission/allowance.h"
+#include "tollgate/env.h"
+
+#define EXHAUSTED_FOR_NS (200ull * 1000000) /* how long a "no more" answer is believed before asking again */
+#define PREFETCH_FACTOR  8                  /* ask for this many requests' worth at a time */
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic(dp_allowance_t *) registry;
+static atomic_llong margin_ms = 1000;
+
+void (*dp_allowance_on_want)(void); /* set by lease.c: wakes the lease thread */
+atomic_llong dp_allowance_overshoots;
+
+void
+dp_allowance_set_margin_ms(int64_t ms)
+{
+    atomic_store(&margin_ms, ms);
+}
+
+dp_allowance_t *
+dp_allowance_first(void)
+{
+    return atomic_load_explicit(&registry, memory_order_acquire);
+}
+
+dp_allowance_t *
+dp_allowance_get(const char *id, dp_lease_kind_t kind)
+{
+    pthread_mutex_lock(&registry_lock);
+    dp_allowance_t *a;
+    for (a = atomic_load(&registry); a != NULL; a = a->next_all)
+        if (a->kind == kind && strcmp(a->id, id) == 0)
+            goto out;
+    if (strlen(id) >= sizeof(a->id) || (a = calloc(1, sizeof(*a))) == NULL)
+        goto out;
+    strcpy(a->id, id);
+    a->kind = kind;
+    a->soft = -1;
+    a->warned_period = -1;
+    pthread_mutex_init(&a->mu, NULL);
+    a->next_all = atomic_load(&registry);
+    atomic_store_explicit(&registry, a, memory_order_release);
+out:
+    pthread_mutex_unlock(&registry_lock);
+    return a;
+}
+
+void
+dp_allowance_free_all(void)
+{
+    pthread_mutex_lock(&registry_lock);
+    dp_allowance_t *a = atomic_exchange(&registry, NULL);
+    pthread_mutex_unlock(&registry_lock);
+    while (a != NULL) {
+        dp_allowance_t *next = a->next_all;
+        for (dp_lease_t *l = a->leases, *ln; l != NULL; l = ln) {
+            ln = l->next;
+            free(l);
+        }
+        pthread_mutex_destroy(&a->mu);
+        free(a);
+        a = next;
+    }
+}
+
+/* The lease new reservations go to: the newest, inside its period and before its expiry. */
+static dp_lease_t *
+current(dp_allowance_t *a, int64_t now_ms)
+{
+    dp_lease_t *l = a->leases;
+    if (l == NULL || now_ms < l->period_start_ms || now_ms >= l->period_end_ms || now_ms >= l->usable_until_ms)
+        return NULL;
+    return l;
+}
+
+/* Gives the free part of l back (told to the control plane by the lease thread). */
+static int
+give_back(dp_lease_t *l)
+{
+    int64_t free_ = l->granted - l->used;
+    if (free_ <= 0)
+        return 0;
+    l->granted -= free_;
+    l->release_pending += free_;
+    return 1;
+}
+
+dp_reserve_result_t
+dp_allowance_reserve(dp_allowance_t *a, int64_t now_ms, int64_t amount, dp_lease_t **ret_lease)
+{
+    dp_reserve_result_t rv;
+    int wake = 0;
+    pthread_mutex_lock(&a->mu);
+    a->last_amount = amount;
+    dp_lease_t *l = current(a, now_ms);
+    if (l != NULL && l->granted - l->used >= amount) {
+        l->used += amount;
+        l->inflight++;
+        *ret_lease = l;
+        /* low-water mark: ask before running out, so that a request that fits never waits */
+        if (l->granted - l->used < 2 * amount && !l->exhausted && l->remaining > 0 && a->want == 0) {
+            a->want = amount * PREFETCH_FACTOR;
+            wake = 1;
+        }
+        rv = DP_RESERVE_OK;
+    } else if (l != NULL && l->exhausted && tg_mono_ns() - l->exhausted_at_ns < EXHAUSTED_FOR_NS) {
+        rv = DP_RESERVE_EXHAUSTED;
+    } else {
+        int64_t have = l != NULL ? l->granted - l->used : 0;
+        if (a->want < amount * PREFETCH_FACTOR)
+            a->want = amount * PREFETCH_FACTOR;
+        if (a->need < amount - have)
+            a->need = amount - have;
+        wake = 1;
+        rv = DP_RESERVE_WAIT;
+    }
+    pthread_mutex_unlock(&a->mu);
+    if (wake && dp_allowance_on_want != NULL)
+        dp_allowance_on_want();
+    return rv;
+}
+
+int
+dp_allowance_settle(dp_lease_t *l, int64_t reserved, int64_t actual)
+{
+    dp_allowance_t *a = l->slot;
+    int tell = 0;
+    if (actual > reserved)
+        atomic_fetch_add(&dp_allowance_overshoots, 1); /* billed as it is: never clamped */
+    pthread_mutex_lock(&a->mu);
+    l->used -= reserved - actual;
+    l->inflight--;
+    /* the last of a limit is shared out: what this request did not use goes back at once */
+    if ((l->remaining <= 0 || l->exhausted) && l == a->leases)
+        tell = give_back(l);
+    pthread_mutex_unlock(&a->mu);
+    if (tell && dp_allowance_on_want != NULL)
+        dp_allowance_on_want();
+    return tell;
+}
+
+int
+dp_allowance_apply(dp_allowance_t *a, int64_t period_start_ms, int64_t period_end_ms, uint64_t epoch, int64_t granted,
+                   int64_t remaining, int64_t limit, int64_t usable_until_ms, int need_met)
+{
+    int gave = 0;
+    pthread_mutex_lock(&a->mu);
+    dp_lease_t *l = a->leases;
+    /* a reclaimed lease (another epoch) starts again from nothing; its reservations in flight settle
+     * against the old object, which is no longer current */
+    if (l == NULL || l->period_start_ms != period_start_ms || l->epoch != epoch) {
+        dp_lease_t *n = calloc(1, sizeof(*n));
+        if (n == NULL)
+            goto out;
+        n->slot = a;
+        n->period_start_ms = period_start_ms;
+        n->period_end_ms = period_end_ms;
+        n->epoch = epoch;
+        n->next = a->leases;
+        a->leases = n;
+        l = n;
+    }
+    l->granted += granted;
+    l->remaining = remaining;
+    l->limit = limit;
+    l->usable_until_ms = usable_until_ms - atomic_load(&margin_ms);
+    if (!need_met) {
+        l->exhausted = 1;
+        l->exhausted_at_ns = tg_mono_ns();
+        gave = give_back(l); /* too little to serve a request here: let another dataplane combine it */
+    } else {
+        l->exhausted = 0;
+    }
+    a->need = 0;
+    /* older leases nobody holds any more are done */
+    for (dp_lease_t **pp = &l->next; *pp != NULL;) {
+        dp_lease_t *o = *pp;
+        if (o->inflight == 0) {
+            *pp = o->next;
+            free(o);
+        } else {
+            pp = &o->next;
+        }
+    }
+out:
+    pthread_mutex_unlock(&a->mu);
+    return gave;
+}
+
+int
+dp_allowance_collect(dp_allowance_t *a, int64_t now_ms, int64_t renew_before_ms, dp_allowance_ask_t *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    pthread_mutex_lock(&a->mu);
+    dp_lease_t *l = a->leases;
+    int same_period = l != NULL && now_ms >= l->period_start_ms && now_ms < l->period_end_ms;
+    if (same_period) {
+        ret->period_start_ms = l->period_start_ms;
+        ret->epoch = l->epoch;
+        ret->release = l->release_pending;
+        l->release_pending = 0;
+    }
+    ret->want = a->want;
+    ret->need = a->need;
+    a->want = 0;
+    /* renew what we hold before it expires, so a live dataplane never loses its share */
+    int renew = same_period && l->granted > 0 && l->usable_until_ms - now_ms < renew_before_ms;
+    int any = ret->want > 0 || ret->need > 0 || ret->release > 0 || renew;
+    pthread_mutex_unlock(&a->mu);
+    return any;
+}
