@@ -18,6 +18,7 @@
 #include "tollgate/env.h"
 #include "tollgate/log.h"
 #include "usage_ingest.h"
+#include "usage_rollup.h"
 #include "util.h"
 
 #define NUMLEN     24
@@ -242,6 +243,8 @@ cp_usage_ingest(cp_t *cp, const Tollgate__UsageBatch *batch, int *ret_duplicate,
     }
     int64_t now_ms = tg_now_unix_ms();
     if (batch->n_records > 0 && copy_records(cp, batch, now_ms, ret_err, errsz) != 0)
+        goto rollback;
+    if (cp_rollup_batch(cp_db_conn(&cp->db), batch, now_ms, ret_err, errsz) != 0)
         goto rollback;
     if (cp_db_exec(&cp->db, "COMMIT", 0, NULL) != 0) {
         snprintf(ret_err, errsz, "commit failed");
