@@ -15,7 +15,8 @@
 
 #define MAX_MODEL_LEN 200
 
-#define USD(col) "trim_scale(" col "::numeric / 1000000000)::text"
+/* Exact: a multiplication by 10^-9 keeps every digit (a numeric division would round to ~16 digits). */
+#define USD(col) "trim_scale(" col "::numeric * 0.000000001)::text"
 
 #define BUDGET_JSON                                                                                                    \
     "json_build_object('id', g.id, 'tenant_id', g.tenant_id, 'scope', g.scope, 'team_id', g.team_id, 'key_id',"        \
