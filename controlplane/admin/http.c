@@ -339,8 +339,10 @@ cp_audit(cp_admin_req_t *r, const char *action, const char *target_type, const c
                        " coalesce($7::jsonb->>'id', $6::jsonb->>'id')::uuid END, ($7::jsonb->>'tenant_id')::uuid,"
                        " ($6::jsonb->>'tenant_id')::uuid), $3, $4, coalesce($5, $7::jsonb->>'id', $6::jsonb->>'id'),"
                        " tollgate_audit_mask($6::jsonb), tollgate_audit_mask($7::jsonb), $8)",
-                       8, params) != 0)
+                       8, params) != 0) {
+        cp_admin_rollback(r); /* no change without its audit row */
         return -1;
+    }
     PQclear(res);
     return 0;
 }

@@ -101,7 +101,8 @@ void cp_admin_rollback(cp_admin_req_t *r);
 /*
  * Appends the audit row of a change, inside the caller's transaction. before/after are JSON texts of
  * the object (NULL when none); secrets are masked by tollgate_audit_mask() in SQL. The row's tenant is
- * `tenant_id` when given, else after's or before's "tenant_id" member. 0, or -1 after answering.
+ * `tenant_id` when given, else after's or before's "tenant_id" member. 0, or -1 after answering and
+ * rolling the transaction back.
  */
 int cp_audit(cp_admin_req_t *r, const char *action, const char *target_type, const char *target_id,
              const char *tenant_id, const char *before, const char *after);
