@@ -128,7 +128,7 @@ upsert_sql(void)
                           " u.key, u.prov, u.model, sum(u.req), sum(u.err), sum(u.inp), sum(u.outp), sum(u.cached),"
                           " sum(u.cost), sum(u.latsum)");
     for (int i = 0; i < CP_LAT_BUCKETS; i++)
-        n += (size_t)snprintf(sql + n, sizeof(sql) - n, ", sum(($14::bigint[])[u.i::int][%d])", i + 1);
+        n += (size_t)snprintf(sql + n, sizeof(sql) - n, ", sum(($14::int[])[u.i::int][%d])", i + 1);
     n += (size_t)snprintf(sql + n, sizeof(sql) - n,
                           " FROM unnest($1::timestamptz[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[],"
                           " $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[],"
