@@ -38,6 +38,7 @@ typedef struct cp {
     int snapshot_dirty;       /* a rebuild is due (notification, reconnect, failed build) */
     uv_timer_t rebuild_timer; /* coalesces bursts of notifications into one rebuild */
     uv_timer_t heartbeat_timer;
+    uv_timer_t partitions_timer; /* usage partitions and retention (partitions.c) */
     nng_socket pub;
     nng_socket rep;
     int rep_open;

@@ -22,6 +22,7 @@
 #include "cp.h"
 #include "leader.h"
 #include "migrate.h"
+#include "partitions.h"
 #include "snapshot.h"
 #include "tollgate/env.h"
 #include "tollgate/log.h"
@@ -153,6 +154,7 @@ on_signal(uv_signal_t *sig, int signum)
     /* Stop acting as leader before the lock goes, so the next leader never overlaps with us. */
     cp_channel_close(cp);
     cp_snapshot_timers_close(cp);
+    cp_partitions_close(cp);
     cp_leader_close(&cp->leader);
     cp_db_close(&cp->db);
     uv_signal_stop(&cp->sigterm);
@@ -178,7 +180,7 @@ cmd_serve(void)
     uv_signal_start(&cp.sigterm, on_signal, SIGTERM);
     uv_signal_start(&cp.sigint, on_signal, SIGINT);
 
-    if (cp_snapshot_timers_init(&cp) != 0 || cp_admin_start(&cp) != 0)
+    if (cp_snapshot_timers_init(&cp) != 0 || cp_partitions_init(&cp) != 0 || cp_admin_start(&cp) != 0)
         return 1;
     cp_db_init(&cp.db, cp.loop, cp.cfg.database_url, on_db_connect, on_db_notify, &cp);
     cp_leader_init(&cp.leader, cp.loop, cp.cfg.database_url, on_leader_change, &cp);

@@ -19,6 +19,7 @@
 #include "tollgate/log.h"
 #include "lease.h"
 #include "usage_ingest.h"
+#include "usage_rollup.h"
 #include "util.h"
 
 #define NUMLEN     24
@@ -26,7 +27,7 @@
 
 static const char copy_sql[] =
     "COPY usage_events (ts, request_id, instance_id, tenant_id, key_id, model, provider_id, upstream_model,"
-    " input_tokens, output_tokens, cached_input_tokens, cost_nanousd, status, stream, latency_ms, endpoint)"
+    " input_tokens, output_tokens, cached_input_tokens, cost_nanousd, status, stream, latency_ms, endpoint, team_id)"
     " FROM STDIN";
 
 static const char *
@@ -148,7 +149,8 @@ put_record(copy_buf_t *b, const Tollgate__UsageBatch *batch, const Tollgate__Usa
     rv |= put_i64(b, clamp_i32((int64_t)u->status), '\t');
     rv |= put_text(b, u->stream ? "t" : "f", '\t');
     rv |= put_i64(b, clamp_i32((int64_t)u->latency_ms), '\t');
-    rv |= put_text(b, u->endpoint ? u->endpoint : "", '\n');
+    rv |= put_text(b, u->endpoint ? u->endpoint : "", '\t');
+    rv |= put_text(b, uuid_or_null(u->team_id), '\n');
     return rv;
 }
 
@@ -243,6 +245,8 @@ cp_usage_ingest(cp_t *cp, const Tollgate__UsageBatch *batch, int *ret_duplicate,
     }
     int64_t now_ms = tg_now_unix_ms();
     if (batch->n_records > 0 && copy_records(cp, batch, now_ms, ret_err, errsz) != 0)
+        goto rollback;
+    if (cp_rollup_batch(cp_db_conn(&cp->db), batch, now_ms, ret_err, errsz) != 0)
         goto rollback;
     if (cp_lease_settle_batch(cp, batch, ret_err, errsz) != 0) /* budgets' ledger, same transaction */
         goto rollback;

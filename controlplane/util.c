@@ -54,6 +54,92 @@ cp_vkey_generate(char ret_key[CP_VKEY_LEN + 1], char ret_prefix[CP_VKEY_PREFIX_L
     return 0;
 }
 
+int
+cp_admin_token_generate(char ret_token[CP_ADMIN_TOKEN_LEN + 1], char ret_prefix[CP_ADMIN_TOKEN_PREFIX_LEN + 1],
+                        uint8_t ret_hash[TG_SHA256_LEN])
+{
+    uint8_t b[CP_VKEY_RANDOM_BYTES];
+    if (tg_random_bytes(b, sizeof(b)) != 0)
+        return -1;
+    memcpy(ret_token, CP_ADMIN_TOKEN_PREFIX, 4);
+    tg_hex_encode(b, sizeof(b), ret_token + 4);
+    memcpy(ret_prefix, ret_token, CP_ADMIN_TOKEN_PREFIX_LEN);
+    ret_prefix[CP_ADMIN_TOKEN_PREFIX_LEN] = '\0';
+    tg_sha256(ret_token, CP_ADMIN_TOKEN_LEN, ret_hash);
+    explicit_bzero(b, sizeof(b));
+    return 0;
+}
+
+int
+cp_usd_parse(const char *text, int64_t *ret_nano)
+{
+    const char *p = text;
+    int64_t whole = 0, frac = 0;
+    int wdigits = 0, fdigits = 0;
+    while (*p >= '0' && *p <= '9') {
+        if (whole > CP_USD_MAX_NANO / 1000000000LL)
+            return -1;
+        whole = whole * 10 + (*p++ - '0');
+        wdigits++;
+    }
+    if (*p == '.') {
+        p++;
+        while (*p >= '0' && *p <= '9') {
+            if (fdigits < 9)
+                frac = frac * 10 + (*p - '0');
+            else if (*p != '0')
+                return -1; /* below one nano-USD: refuse rather than round */
+            fdigits++;
+            p++;
+        }
+        if (fdigits == 0)
+            return -1;
+    }
+    if (*p != '\0' || wdigits == 0)
+        return -1;
+    for (int i = fdigits; i < 9; i++)
+        frac *= 10;
+    if (whole > CP_USD_MAX_NANO / 1000000000LL)
+        return -1;
+    int64_t nano = whole * 1000000000LL + frac;
+    if (nano > CP_USD_MAX_NANO)
+        return -1;
+    *ret_nano = nano;
+    return 0;
+}
+
+int
+cp_usd_from_json(const json_t *v, int64_t *ret_nano)
+{
+    if (json_is_integer(v)) {
+        json_int_t i = json_integer_value(v);
+        if (i < 0 || i > CP_USD_MAX_NANO / 1000000000LL)
+            return -1;
+        *ret_nano = (int64_t)i * 1000000000LL;
+        return 0;
+    }
+    if (!json_is_real(v) && !json_is_string(v))
+        return -1;
+    if (json_is_string(v) && strlen(json_string_value(v)) != json_string_length(v))
+        return -1;
+    char text[64];
+    if (cp_decimal_from_json(v, text, sizeof(text)) != 0)
+        return -1;
+    return cp_usd_parse(text, ret_nano);
+}
+
+void
+cp_usd_format(int64_t nano, char ret[32])
+{
+    if (nano < 0)
+        nano = 0;
+    int n = snprintf(ret, 32, "%lld.%09lld", (long long)(nano / 1000000000LL), (long long)(nano % 1000000000LL));
+    while (n > 0 && ret[n - 1] == '0')
+        ret[--n] = '\0';
+    if (n > 0 && ret[n - 1] == '.')
+        ret[--n] = '\0';
+}
+
 void
 cp_mask_secret(const char *secret, char *ret, size_t retsz)
 {

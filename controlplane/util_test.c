@@ -1,4 +1,4 @@
-/* Unit tests for util.c: UUIDs, virtual keys, masking, exact decimals from JSON. */
+/* Unit tests for util.c: UUIDs, virtual keys and admin tokens, masking, exact decimals and USD from JSON. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -91,12 +91,93 @@ test_rfc3339(void **state)
     assert_string_equal(buf, "2026-11-21T20:30:00Z");
 }
 
+static void
+test_admin_token(void **state)
+{
+    char tok[CP_ADMIN_TOKEN_LEN + 1], prefix[CP_ADMIN_TOKEN_PREFIX_LEN + 1];
+    uint8_t hash[TG_SHA256_LEN], expect[TG_SHA256_LEN];
+    assert_int_equal(cp_admin_token_generate(tok, prefix, hash), 0);
+    assert_int_equal(strlen(tok), 52);
+    assert_memory_equal(tok, "tgt-", 4);
+    assert_memory_equal(prefix, tok, CP_ADMIN_TOKEN_PREFIX_LEN);
+    tg_sha256(tok, strlen(tok), expect);
+    assert_memory_equal(hash, expect, TG_SHA256_LEN);
+}
+
+static int64_t
+usd(const char *text)
+{
+    int64_t v = -42;
+    return cp_usd_parse(text, &v) == 0 ? v : -1;
+}
+
+static int64_t
+usd_json(json_t *j)
+{
+    int64_t v = -42;
+    int rv = cp_usd_from_json(j, &v);
+    json_decref(j);
+    return rv == 0 ? v : -1;
+}
+
+static void
+test_usd(void **state)
+{
+    assert_int_equal(usd("0"), 0);
+    assert_int_equal(usd("12"), 12000000000LL);
+    assert_int_equal(usd("0.15"), 150000000LL);
+    assert_int_equal(usd("1.000000001"), 1000000001LL);
+    assert_int_equal(usd("1.0000000010000"), 1000000001LL); /* trailing zeros past nano are fine */
+    assert_int_equal(usd("1000000000"), CP_USD_MAX_NANO);
+    assert_int_equal(usd("1000000000.000000001"), -1); /* above the maximum */
+    assert_int_equal(usd("99999999999999999999"), -1); /* overflow */
+    assert_int_equal(usd("0.0000000001"), -1);         /* below one nano-USD: refused, not rounded */
+    assert_int_equal(usd("-1"), -1);
+    assert_int_equal(usd("1e3"), -1);
+    assert_int_equal(usd("1."), -1);
+    assert_int_equal(usd(".5"), -1);
+    assert_int_equal(usd(""), -1);
+    assert_int_equal(usd("1,5"), -1);
+    assert_int_equal(usd("1 "), -1);
+    assert_int_equal(usd("0x10"), -1);
+    assert_int_equal(usd_json(json_integer(3)), 3000000000LL);
+    assert_int_equal(usd_json(json_integer(-3)), -1);
+    assert_int_equal(usd_json(json_integer(2000000000)), -1);
+    assert_int_equal(usd_json(json_real(0.1)), 100000000LL); /* the shortest decimal, not 0.1000000000000000055 */
+    assert_int_equal(usd_json(json_real(19.99)), 19990000000LL);
+    assert_int_equal(usd_json(json_real(1e-10)), -1);
+    assert_int_equal(usd_json(json_real(1e300)), -1);
+    assert_int_equal(usd_json(json_string("123456789.123456789")), 123456789123456789LL);
+    assert_int_equal(usd_json(json_true()), -1);
+    assert_int_equal(usd_json(json_null()), -1);
+    int64_t untouched = 7;
+    assert_int_equal(cp_usd_parse("bad", &untouched), -1);
+    assert_int_equal(untouched, 7);
+}
+
+static void
+test_usd_format(void **state)
+{
+    char b[32];
+    cp_usd_format(0, b);
+    assert_string_equal(b, "0");
+    cp_usd_format(1, b);
+    assert_string_equal(b, "0.000000001");
+    cp_usd_format(12500000000LL, b);
+    assert_string_equal(b, "12.5");
+    cp_usd_format(CP_USD_MAX_NANO, b);
+    assert_string_equal(b, "1000000000");
+    cp_usd_format(123456789123456789LL, b);
+    assert_string_equal(b, "123456789.123456789");
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_uuid),    cmocka_unit_test(test_vkey),    cmocka_unit_test(test_mask),
-        cmocka_unit_test(test_decimal), cmocka_unit_test(test_rfc3339),
+        cmocka_unit_test(test_uuid),    cmocka_unit_test(test_vkey),       cmocka_unit_test(test_mask),
+        cmocka_unit_test(test_decimal), cmocka_unit_test(test_rfc3339),    cmocka_unit_test(test_admin_token),
+        cmocka_unit_test(test_usd),     cmocka_unit_test(test_usd_format),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -33,15 +33,12 @@ CREATE TABLE allowance_leases (
 );
 CREATE SEQUENCE allowance_lease_epoch;
 
--- The calendar period containing `at` in time zone `tz`: [ps, pe). 'total' is one period from the
--- epoch to infinity. Weeks start on Monday (ISO).
-CREATE FUNCTION tollgate_period_bounds(p text, at timestamptz, tz text, OUT ps timestamptz, OUT pe timestamptz)
+-- The allowance period of a limit: the calendar period of tollgate_period_bounds() (migration 0004, the
+-- one definition of budget periods), with 'total' as one period from the epoch to infinity.
+CREATE FUNCTION tollgate_allowance_period(p text, at timestamptz, tz text, OUT ps timestamptz, OUT pe timestamptz)
 LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN p = 'total' THEN 'epoch'::timestamptz ELSE date_trunc(u, at AT TIME ZONE tz) AT TIME ZONE tz END,
-           CASE WHEN p = 'total' THEN 'infinity'::timestamptz
-                ELSE (date_trunc(u, at AT TIME ZONE tz) + ('1 ' || u)::interval) AT TIME ZONE tz END
-      FROM (SELECT CASE p WHEN 'hourly' THEN 'hour' WHEN 'daily' THEN 'day' WHEN 'weekly' THEN 'week'
-                          ELSE 'month' END AS u) s
+    SELECT coalesce(b.period_start, 'epoch'::timestamptz), coalesce(b.period_end, 'infinity'::timestamptz)
+      FROM tollgate_period_bounds(p, tz, at) b
 $$;
 
 -- One ask of one dataplane, in the caller's transaction (controlplane/lease.c): gives back p_release of
@@ -75,7 +72,7 @@ BEGIN
         SELECT b.period, t.time_zone, b.hard_nanousd INTO v_period, v_tz, o_hard
           FROM budgets b JOIN tenants t ON t.id = b.tenant_id WHERE b.id = p_limit;
         IF NOT FOUND THEN o_known := false; RETURN; END IF;
-        SELECT pb.ps, pb.pe INTO v_ps, v_pe FROM tollgate_period_bounds(v_period, v_now, v_tz) pb;
+        SELECT pb.ps, pb.pe INTO v_ps, v_pe FROM tollgate_allowance_period(v_period, v_now, v_tz) pb;
     ELSE
         SELECT r.window_s, CASE p_kind WHEN 'requests' THEN r.requests_per_window
                                        WHEN 'tokens' THEN r.tokens_per_window ELSE r.concurrent::bigint END
@@ -145,7 +142,7 @@ LANGUAGE sql AS $$
                     OR (b.scope = 'key' AND b.key_id = k.id))
                AND (b.model IS NULL OR b.model = r.model)
           JOIN tenants t ON t.id = b.tenant_id
-          CROSS JOIN LATERAL tollgate_period_bounds(b.period, to_timestamp(r.ts / 1000.0), t.time_zone) pb
+          CROSS JOIN LATERAL tollgate_allowance_period(b.period, to_timestamp(r.ts / 1000.0), t.time_zone) pb
          GROUP BY b.id, pb.ps, pb.pe, b.hard_nanousd, b.soft_nanousd),
     up AS (
         INSERT INTO allowance_periods AS ap (limit_id, kind, period_start, period_end, hard, settled)

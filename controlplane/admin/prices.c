@@ -34,27 +34,31 @@ price_field(cp_admin_req_t *r, const char *field, int required, char *buf, size_
 void
 cp_prices_put(cp_admin_req_t *r)
 {
+    static const char *const allowed[] = {"model",           "provider_id",           "input_per_mtok",
+                                          "output_per_mtok", "cached_input_per_mtok", NULL};
     const char *model, *provider_id, *in, *out, *cached;
     char inb[64], outb[64], cachedb[64];
-    if (cp_body_string(r, "model", 1, 200, &model) != 0 || cp_body_uuid(r, "provider_id", 0, &provider_id) != 0 ||
+    if (cp_body_allow(r, r->body, "", allowed) != 0 || cp_body_string(r, "model", 1, 200, &model) != 0 ||
+        cp_body_uuid(r, "provider_id", 0, &provider_id) != 0 ||
         price_field(r, "input_per_mtok", 1, inb, sizeof(inb), &in) != 0 ||
         price_field(r, "output_per_mtok", 1, outb, sizeof(outb), &out) != 0 ||
         price_field(r, "cached_input_per_mtok", 0, cachedb, sizeof(cachedb), &cached) != 0)
         return;
     const char *params[] = {provider_id, model, in, out, cached};
-    PGresult *res;
-    if (cp_admin_query(r, &res, "price",
-                       "INSERT INTO prices AS p (provider_id, model, input_usd_per_mtok, output_usd_per_mtok,"
-                       " cached_input_usd_per_mtok) VALUES ($1::uuid, $2, $3::numeric, $4::numeric, $5::numeric)"
-                       " ON CONFLICT ((coalesce(provider_id, '00000000-0000-0000-0000-000000000000'::uuid)), model)"
-                       " DO UPDATE SET input_usd_per_mtok = EXCLUDED.input_usd_per_mtok,"
-                       " output_usd_per_mtok = EXCLUDED.output_usd_per_mtok,"
-                       " cached_input_usd_per_mtok = EXCLUDED.cached_input_usd_per_mtok, updated_at = now()"
-                       " RETURNING " PRICE_JSON "::text",
-                       5, params) != 0)
-        return;
-    cp_http_json_text(r, 200, PQgetvalue(res, 0, 0));
-    PQclear(res);
+    cp_change_t c = {.what = "price",
+                     .action = "price.put",
+                     .sql =
+                         "INSERT INTO prices AS p (provider_id, model, input_usd_per_mtok, output_usd_per_mtok,"
+                         " cached_input_usd_per_mtok) VALUES ($1::uuid, $2, $3::numeric, $4::numeric, $5::numeric)"
+                         " ON CONFLICT ((coalesce(provider_id, '00000000-0000-0000-0000-000000000000'::uuid)), model)"
+                         " DO UPDATE SET input_usd_per_mtok = EXCLUDED.input_usd_per_mtok,"
+                         " output_usd_per_mtok = EXCLUDED.output_usd_per_mtok,"
+                         " cached_input_usd_per_mtok = EXCLUDED.cached_input_usd_per_mtok, updated_at = now()"
+                         " RETURNING " PRICE_JSON "::text",
+                     .nparams = 5,
+                     .params = params,
+                     .status = 200};
+    cp_admin_change(r, &c);
 }
 
 void

@@ -101,8 +101,11 @@ insert_key(cp_admin_req_t *r, const char *provider_id, size_t ordinal, json_t *i
                       "each of 'api_keys' must be {\"secret\": non-empty string, \"weight\": int?}");
         return -1;
     }
+    static const char *const allowed[] = {"secret", "weight", NULL};
+    char where[32];
+    snprintf(where, sizeof(where), "api_keys[%zu].", ordinal);
     long long weight;
-    if (cp_body_int(r, item, "weight", 1, 0, MAX_WEIGHT, &weight) != 0)
+    if (cp_body_allow(r, item, where, allowed) != 0 || cp_body_int(r, item, "weight", 1, 0, MAX_WEIGHT, &weight) != 0)
         return -1;
     const char *secret = json_string_value(secret_v);
     size_t slen = strlen(secret);
@@ -140,10 +143,12 @@ insert_key(cp_admin_req_t *r, const char *provider_id, size_t ordinal, json_t *i
 void
 cp_providers_create(cp_admin_req_t *r)
 {
+    static const char *const allowed[] = {"name", "kind", "base_url", "settings", "api_keys", NULL};
     const char *name, *kind, *base_url;
     json_t *settings;
-    if (cp_body_string(r, "name", 1, 200, &name) != 0 || cp_body_string(r, "kind", 1, 32, &kind) != 0 ||
-        cp_body_string(r, "base_url", 0, 2048, &base_url) != 0 || cp_body_field(r, "settings", 0, &settings) != 0)
+    if (cp_body_allow(r, r->body, "", allowed) != 0 || cp_body_string(r, "name", 1, 200, &name) != 0 ||
+        cp_body_string(r, "kind", 1, 32, &kind) != 0 || cp_body_string(r, "base_url", 0, 2048, &base_url) != 0 ||
+        cp_body_field(r, "settings", 0, &settings) != 0)
         return;
     int k = find_kind(kind);
     if (k < 0) {
@@ -231,12 +236,11 @@ cp_providers_create(cp_admin_req_t *r)
     if (cp_admin_query(r, &res, "provider", "SELECT " PROVIDER_JSON "::text FROM providers p WHERE p.id = $1::uuid", 1,
                        idp) != 0)
         goto rollback;
-    PGresult *commit;
-    if (cp_admin_query(r, &commit, "provider", "COMMIT", 0, NULL) != 0) {
+    if (cp_audit(r, "provider.create", "provider", id, NULL, NULL, PQgetvalue(res, 0, 0)) != 0 ||
+        cp_admin_commit(r) != 0) {
         PQclear(res);
         return;
     }
-    PQclear(commit);
     cp_http_json_text(r, 201, PQgetvalue(res, 0, 0));
     PQclear(res);
     tg_info("cp.admin.provider_created", "id=%s keys=%zu", id, json_array_size(keys));

@@ -6,32 +6,64 @@
 #include "tollgate/crypto.h"
 #include "router.h"
 
+#define G  CP_ROUTE_GLOBAL
+#define W  CP_ROUTE_WRITE
+#define B  CP_ROUTE_BODY
+#define OB CP_ROUTE_OPT_BODY
+
 static const struct {
     const char *method;
     const char *pattern;
     enum cp_admin_op op;
+    unsigned flags;
 } routes[] = {
-    {"GET", "/healthz", CP_OP_HEALTHZ},
-    {"GET", "/readyz", CP_OP_READYZ},
-    {"POST", "/admin/v1/tenants", CP_OP_TENANT_CREATE},
-    {"GET", "/admin/v1/tenants", CP_OP_TENANT_LIST},
-    {"GET", "/admin/v1/tenants/*", CP_OP_TENANT_GET},
-    {"POST", "/admin/v1/keys", CP_OP_KEY_CREATE},
-    {"GET", "/admin/v1/keys", CP_OP_KEY_LIST},
-    {"GET", "/admin/v1/keys/*", CP_OP_KEY_GET},
-    {"DELETE", "/admin/v1/keys/*", CP_OP_KEY_DELETE},
-    {"POST", "/admin/v1/keys/*/revoke", CP_OP_KEY_REVOKE},
-    {"POST", "/admin/v1/providers", CP_OP_PROVIDER_CREATE},
-    {"GET", "/admin/v1/providers", CP_OP_PROVIDER_LIST},
-    {"GET", "/admin/v1/providers/*", CP_OP_PROVIDER_GET},
-    {"POST", "/admin/v1/routes", CP_OP_ROUTE_CREATE},
-    {"GET", "/admin/v1/routes", CP_OP_ROUTE_LIST},
-    {"GET", "/admin/v1/routes/*", CP_OP_ROUTE_GET},
-    {"DELETE", "/admin/v1/routes/*", CP_OP_ROUTE_DELETE},
-    {"PUT", "/admin/v1/prices", CP_OP_PRICE_PUT},
-    {"GET", "/admin/v1/prices", CP_OP_PRICE_LIST},
-    {"GET", "/admin/v1/usage", CP_OP_USAGE},
-    {"GET", "/admin/v1/snapshot", CP_OP_SNAPSHOT},
+    {"GET", "/healthz", CP_OP_HEALTHZ, 0},
+    {"GET", "/readyz", CP_OP_READYZ, 0},
+    {"POST", "/admin/v1/tenants", CP_OP_TENANT_CREATE, G | W | B},
+    {"GET", "/admin/v1/tenants", CP_OP_TENANT_LIST, 0},
+    {"GET", "/admin/v1/tenants/*", CP_OP_TENANT_GET, 0},
+    {"PATCH", "/admin/v1/tenants/*", CP_OP_TENANT_UPDATE, W | B},
+    {"DELETE", "/admin/v1/tenants/*", CP_OP_TENANT_DELETE, G | W},
+    {"POST", "/admin/v1/teams", CP_OP_TEAM_CREATE, W | B},
+    {"GET", "/admin/v1/teams", CP_OP_TEAM_LIST, 0},
+    {"GET", "/admin/v1/teams/*", CP_OP_TEAM_GET, 0},
+    {"PATCH", "/admin/v1/teams/*", CP_OP_TEAM_UPDATE, W | B},
+    {"DELETE", "/admin/v1/teams/*", CP_OP_TEAM_DELETE, W},
+    {"POST", "/admin/v1/keys", CP_OP_KEY_CREATE, W | B},
+    {"GET", "/admin/v1/keys", CP_OP_KEY_LIST, 0},
+    {"GET", "/admin/v1/keys/*", CP_OP_KEY_GET, 0},
+    {"PATCH", "/admin/v1/keys/*", CP_OP_KEY_UPDATE, W | B},
+    {"DELETE", "/admin/v1/keys/*", CP_OP_KEY_DELETE, W},
+    {"POST", "/admin/v1/keys/*/revoke", CP_OP_KEY_REVOKE, W | OB},
+    {"POST", "/admin/v1/keys/*/rotate", CP_OP_KEY_ROTATE, W | OB},
+    {"POST", "/admin/v1/budgets", CP_OP_BUDGET_CREATE, W | B},
+    {"GET", "/admin/v1/budgets", CP_OP_BUDGET_LIST, 0},
+    {"GET", "/admin/v1/budgets/*", CP_OP_BUDGET_GET, 0},
+    {"PATCH", "/admin/v1/budgets/*", CP_OP_BUDGET_UPDATE, W | B},
+    {"DELETE", "/admin/v1/budgets/*", CP_OP_BUDGET_DELETE, W},
+    {"POST", "/admin/v1/rate-limits", CP_OP_LIMIT_CREATE, W | B},
+    {"GET", "/admin/v1/rate-limits", CP_OP_LIMIT_LIST, 0},
+    {"GET", "/admin/v1/rate-limits/*", CP_OP_LIMIT_GET, 0},
+    {"PATCH", "/admin/v1/rate-limits/*", CP_OP_LIMIT_UPDATE, W | B},
+    {"DELETE", "/admin/v1/rate-limits/*", CP_OP_LIMIT_DELETE, W},
+    {"POST", "/admin/v1/admin-tokens", CP_OP_TOKEN_CREATE, W | B},
+    {"GET", "/admin/v1/admin-tokens", CP_OP_TOKEN_LIST, 0},
+    {"GET", "/admin/v1/admin-tokens/*", CP_OP_TOKEN_GET, 0},
+    {"DELETE", "/admin/v1/admin-tokens/*", CP_OP_TOKEN_REVOKE, W},
+    {"POST", "/admin/v1/admin-tokens/*/revoke", CP_OP_TOKEN_REVOKE, W | OB},
+    {"GET", "/admin/v1/audit", CP_OP_AUDIT_LIST, 0},
+    {"POST", "/admin/v1/providers", CP_OP_PROVIDER_CREATE, G | W | B},
+    {"GET", "/admin/v1/providers", CP_OP_PROVIDER_LIST, G},
+    {"GET", "/admin/v1/providers/*", CP_OP_PROVIDER_GET, G},
+    {"POST", "/admin/v1/routes", CP_OP_ROUTE_CREATE, G | W | B},
+    {"GET", "/admin/v1/routes", CP_OP_ROUTE_LIST, G},
+    {"GET", "/admin/v1/routes/*", CP_OP_ROUTE_GET, G},
+    {"DELETE", "/admin/v1/routes/*", CP_OP_ROUTE_DELETE, G | W},
+    {"PUT", "/admin/v1/prices", CP_OP_PRICE_PUT, G | W | B},
+    {"GET", "/admin/v1/prices", CP_OP_PRICE_LIST, G},
+    {"GET", "/admin/v1/usage", CP_OP_USAGE, 0},
+    {"GET", "/admin/v1/usage/report", CP_OP_USAGE_REPORT, 0},
+    {"GET", "/admin/v1/snapshot", CP_OP_SNAPSHOT, G},
 };
 
 /* Matches `path` against `pattern`; the '*' segment is copied to `id`. 1 or 0. */
@@ -75,6 +107,7 @@ cp_admin_route(const char *method, size_t mlen, const char *path, size_t plen, c
             continue;
         if (strlen(routes[i].method) == mlen && memcmp(routes[i].method, method, mlen) == 0) {
             ret->op = routes[i].op;
+            ret->flags = routes[i].flags;
             memcpy(ret->id, id, sizeof(id));
             return 0;
         }

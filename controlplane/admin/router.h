@@ -30,12 +30,46 @@ enum cp_admin_op {
     CP_OP_PRICE_LIST,
     CP_OP_USAGE,
     CP_OP_SNAPSHOT,
+    CP_OP_TENANT_UPDATE,
+    CP_OP_TENANT_DELETE,
+    CP_OP_TEAM_CREATE,
+    CP_OP_TEAM_LIST,
+    CP_OP_TEAM_GET,
+    CP_OP_TEAM_UPDATE,
+    CP_OP_TEAM_DELETE,
+    CP_OP_KEY_UPDATE,
+    CP_OP_KEY_ROTATE,
+    CP_OP_BUDGET_CREATE,
+    CP_OP_BUDGET_LIST,
+    CP_OP_BUDGET_GET,
+    CP_OP_BUDGET_UPDATE,
+    CP_OP_BUDGET_DELETE,
+    CP_OP_LIMIT_CREATE,
+    CP_OP_LIMIT_LIST,
+    CP_OP_LIMIT_GET,
+    CP_OP_LIMIT_UPDATE,
+    CP_OP_LIMIT_DELETE,
+    CP_OP_TOKEN_CREATE,
+    CP_OP_TOKEN_LIST,
+    CP_OP_TOKEN_GET,
+    CP_OP_TOKEN_REVOKE,
+    CP_OP_AUDIT_LIST,
+    CP_OP_USAGE_REPORT,
+};
+
+/* What an endpoint demands of its caller and its request (cp_route_match_t.flags). */
+enum {
+    CP_ROUTE_GLOBAL = 1 << 0,   /* only the global admin token (TOLLGATE_ADMIN_TOKEN) */
+    CP_ROUTE_WRITE = 1 << 1,    /* a change: refused to viewer tokens, audited */
+    CP_ROUTE_BODY = 1 << 2,     /* a JSON object body is required */
+    CP_ROUTE_OPT_BODY = 1 << 3, /* a JSON object body is optional (empty = {}) */
 };
 
 #define CP_ROUTE_ID_MAX 64
 
 typedef struct cp_route_match {
     enum cp_admin_op op;
+    unsigned flags;               /* CP_ROUTE_* */
     char id[CP_ROUTE_ID_MAX + 1]; /* the {id} path segment, "" when the path has none */
     char allow[64];               /* for 405: the methods the path accepts, "GET, POST" */
 } cp_route_match_t;

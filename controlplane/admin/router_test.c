@@ -41,6 +41,50 @@ test_matches(void **state)
     assert_int_equal(m.op, CP_OP_SNAPSHOT);
 }
 
+/* The governance endpoints and the policy flags http.c enforces from them. */
+static void
+test_governance_routes(void **state)
+{
+    cp_route_match_t m;
+    assert_int_equal(route("PATCH", "/admin/v1/keys/k1", &m), 0);
+    assert_int_equal(m.op, CP_OP_KEY_UPDATE);
+    assert_true(m.flags & CP_ROUTE_WRITE);
+    assert_true(m.flags & CP_ROUTE_BODY);
+    assert_int_equal(route("POST", "/admin/v1/keys/k1/rotate", &m), 0);
+    assert_int_equal(m.op, CP_OP_KEY_ROTATE);
+    assert_true(m.flags & CP_ROUTE_OPT_BODY);
+    assert_string_equal(m.id, "k1");
+    assert_int_equal(route("GET", "/admin/v1/usage/report", &m), 0);
+    assert_int_equal(m.op, CP_OP_USAGE_REPORT);
+    assert_int_equal(m.flags, 0);
+    assert_int_equal(route("DELETE", "/admin/v1/admin-tokens/t", &m), 0);
+    assert_int_equal(m.op, CP_OP_TOKEN_REVOKE);
+    assert_int_equal(route("GET", "/admin/v1/rate-limits/x", &m), 0);
+    assert_int_equal(m.op, CP_OP_LIMIT_GET);
+    assert_int_equal(route("GET", "/admin/v1/audit", &m), 0);
+    assert_int_equal(m.op, CP_OP_AUDIT_LIST);
+    /* Global-only: tenants create/delete, providers, routes, prices, snapshot; reads included. */
+    assert_int_equal(route("POST", "/admin/v1/tenants", &m), 0);
+    assert_true(m.flags & CP_ROUTE_GLOBAL);
+    assert_int_equal(route("DELETE", "/admin/v1/tenants/t", &m), 0);
+    assert_true(m.flags & CP_ROUTE_GLOBAL);
+    assert_int_equal(route("PATCH", "/admin/v1/tenants/t", &m), 0);
+    assert_false(m.flags & CP_ROUTE_GLOBAL);
+    assert_int_equal(route("GET", "/admin/v1/providers", &m), 0);
+    assert_true(m.flags & CP_ROUTE_GLOBAL);
+    assert_int_equal(route("GET", "/admin/v1/prices", &m), 0);
+    assert_true(m.flags & CP_ROUTE_GLOBAL);
+    assert_int_equal(route("GET", "/admin/v1/snapshot", &m), 0);
+    assert_true(m.flags & CP_ROUTE_GLOBAL);
+    /* Every write is marked as one (viewers refused, audited); no read is. */
+    assert_int_equal(route("GET", "/admin/v1/budgets", &m), 0);
+    assert_false(m.flags & CP_ROUTE_WRITE);
+    assert_int_equal(route("DELETE", "/admin/v1/budgets/b", &m), 0);
+    assert_true(m.flags & CP_ROUTE_WRITE);
+    assert_int_equal(route("PUT", "/admin/v1/teams/x", &m), 405);
+    assert_string_equal(m.allow, "GET, PATCH, DELETE");
+}
+
 static void
 test_not_found_and_method(void **state)
 {
@@ -109,6 +153,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches),
+        cmocka_unit_test(test_governance_routes),
         cmocka_unit_test(test_not_found_and_method),
         cmocka_unit_test(test_auth_scope),
         cmocka_unit_test(test_query),

@@ -29,8 +29,10 @@ valid_target(json_t *t)
 void
 cp_routes_create(cp_admin_req_t *r)
 {
+    static const char *const allowed[] = {"name", "targets", NULL};
+    static const char *const target_allowed[] = {"provider_id", "model", "weight", NULL};
     const char *name;
-    if (cp_body_string(r, "name", 1, 200, &name) != 0)
+    if (cp_body_allow(r, r->body, "", allowed) != 0 || cp_body_string(r, "name", 1, 200, &name) != 0)
         return;
     json_t *targets = json_object_get(r->body, "targets");
     if (!json_is_array(targets) || json_array_size(targets) == 0 || json_array_size(targets) > MAX_TARGETS) {
@@ -42,6 +44,10 @@ cp_routes_create(cp_admin_req_t *r)
     json_array_foreach(targets, i, t)
     {
         long long w;
+        char where[32];
+        snprintf(where, sizeof(where), "targets[%zu].", i);
+        if (json_is_object(t) && cp_body_allow(r, t, where, target_allowed) != 0)
+            return;
         if (!valid_target(t)) {
             cp_http_error(r, 400, "invalid_request_error",
                           "targets[%zu] must be {\"provider_id\": UUID, \"model\": string, \"weight\": int?}", i);
@@ -81,12 +87,10 @@ cp_routes_create(cp_admin_req_t *r)
     if (cp_admin_query(r, &res, "route", "SELECT " ROUTE_JSON "::text FROM routes r WHERE r.id = $1::uuid", 1, idp) !=
         0)
         goto rollback;
-    PGresult *commit;
-    if (cp_admin_query(r, &commit, "route", "COMMIT", 0, NULL) != 0) {
+    if (cp_audit(r, "route.create", "route", id, NULL, NULL, PQgetvalue(res, 0, 0)) != 0 || cp_admin_commit(r) != 0) {
         PQclear(res);
         return;
     }
-    PQclear(commit);
     cp_http_json_text(r, 201, PQgetvalue(res, 0, 0));
     PQclear(res);
     return;
@@ -130,17 +134,15 @@ cp_routes_get(cp_admin_req_t *r)
 void
 cp_routes_delete(cp_admin_req_t *r)
 {
-    if (!cp_uuid_valid(r->id)) {
-        cp_http_error(r, 404, "not_found_error", "route not found");
+    if (!cp_admin_path_id(r, "route"))
         return;
-    }
     const char *params[] = {r->id};
-    PGresult *res;
-    if (cp_admin_query(r, &res, "route", "DELETE FROM routes WHERE id = $1::uuid", 1, params) != 0)
-        return;
-    if (strcmp(PQcmdTuples(res), "0") == 0)
-        cp_http_error(r, 404, "not_found_error", "route not found");
-    else
-        cp_http_no_content(r);
-    PQclear(res);
+    cp_change_t c = {.what = "route",
+                     .action = "route.delete",
+                     .before_sql = "SELECT " ROUTE_JSON "::text FROM routes r WHERE r.id = $1::uuid FOR UPDATE",
+                     .sql = "DELETE FROM routes WHERE id = $1::uuid RETURNING id::text",
+                     .nparams = 1,
+                     .params = params,
+                     .status = 204};
+    cp_admin_change(r, &c);
 }

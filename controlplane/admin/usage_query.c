@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "usage_query.h"
+#include "../latency_hist.h"
 
 int
 cp_usage_parse_group_by(const char *s, unsigned *ret_mask)
@@ -74,5 +75,75 @@ cp_usage_build_sql(unsigned mask, char *buf, size_t bufsz)
                      " WHERE tenant_id = $1::uuid AND ts >= $2::timestamptz AND ts < $3::timestamptz"
                      "%s%s) g%s%s",
                      fields, cols, ng ? " GROUP BY " : "", groups, no ? " ORDER BY " : "", order);
+    return (n < 0 || (size_t)n >= bufsz) ? -1 : 0;
+}
+
+const char *const cp_report_group_names[CP_REPORT_GROUPS] = {"tenant", "team", "key", "provider", "model"};
+static const char *const group_cols[CP_REPORT_GROUPS] = {"tenant_id", "team_id", "key_id", "provider_id", "model"};
+
+int
+cp_report_parse_group_by(const char *s, unsigned *ret_mask)
+{
+    unsigned mask = 0;
+    while (*s != '\0') {
+        size_t len = strcspn(s, ",");
+        int bit = -1;
+        for (int i = 0; i < CP_REPORT_GROUPS; i++)
+            if (strlen(cp_report_group_names[i]) == len && memcmp(s, cp_report_group_names[i], len) == 0)
+                bit = i;
+        if (bit < 0 || (mask & (1u << bit)))
+            return -1;
+        mask |= 1u << bit;
+        s += len;
+        if (*s == ',') {
+            s++;
+            if (*s == '\0')
+                return -1;
+        }
+    }
+    *ret_mask = mask;
+    return 0;
+}
+
+int
+cp_report_parse_granularity(const char *s)
+{
+    return (strcmp(s, "hour") == 0 || strcmp(s, "day") == 0 || strcmp(s, "month") == 0) ? 0 : -1;
+}
+
+int
+cp_report_build_sql(const char *granularity, unsigned mask, long max_rows, char *buf, size_t bufsz)
+{
+    if (cp_report_parse_granularity(granularity) != 0)
+        return -1;
+    char cols[512] = "", groups[128];
+    size_t nc = 0, ng;
+    for (int i = 0; i < CP_REPORT_GROUPS; i++) {
+        if (!(mask & (1u << i)))
+            continue;
+        if (i == CP_REPORT_GROUPS - 1)
+            nc += (size_t)snprintf(cols + nc, sizeof(cols) - nc, ", model");
+        else
+            nc += (size_t)snprintf(cols + nc, sizeof(cols) - nc,
+                                   ", nullif(%s, '00000000-0000-0000-0000-000000000000'::uuid)::text", group_cols[i]);
+    }
+    /* GROUP BY / ORDER BY by position: the period, then each group column. */
+    int ngroups = 0;
+    for (int i = 0; i < CP_REPORT_GROUPS; i++)
+        ngroups += (mask >> i) & 1;
+    ng = (size_t)snprintf(groups, sizeof(groups), "1");
+    for (int i = 0; i < ngroups; i++)
+        ng += (size_t)snprintf(groups + ng, sizeof(groups) - ng, ", %d", i + 2);
+    char lat[1024];
+    size_t nl = 0;
+    for (int i = 0; i < CP_LAT_BUCKETS; i++)
+        nl += (size_t)snprintf(lat + nl, sizeof(lat) - nl, ", sum(lat_%02d)", i);
+    int n = snprintf(buf, bufsz,
+                     "SELECT to_char(date_trunc('%s', hour AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')%s,"
+                     " sum(requests), sum(errors), sum(input_tokens), sum(output_tokens), sum(cached_input_tokens),"
+                     " sum(cost_nanousd)%s FROM usage_rollups_hourly"
+                     " WHERE ($1::uuid IS NULL OR tenant_id = $1::uuid) AND hour >= $2::timestamptz"
+                     " AND hour < $3::timestamptz GROUP BY %s ORDER BY %s LIMIT %ld",
+                     granularity, cols, lat, groups, groups, max_rows);
     return (n < 0 || (size_t)n >= bufsz) ? -1 : 0;
 }

@@ -48,12 +48,44 @@ test_sql(void **state)
     assert_int_equal(cp_usage_build_sql(CP_USAGE_BY_KEY, sql, 100), -1);
 }
 
+static void
+test_report(void **state)
+{
+    unsigned mask = 99;
+    assert_int_equal(cp_report_parse_group_by("", &mask), 0);
+    assert_int_equal(mask, 0);
+    assert_int_equal(cp_report_parse_group_by("model,tenant", &mask), 0);
+    assert_int_equal(mask, CP_REPORT_BY_MODEL | CP_REPORT_BY_TENANT);
+    assert_int_equal(cp_report_parse_group_by("tenant,team,key,provider,model", &mask), 0);
+    assert_int_equal(cp_report_parse_group_by("tenant,tenant", &mask), -1);
+    assert_int_equal(cp_report_parse_group_by("day", &mask), -1);
+    assert_int_equal(cp_report_parse_group_by("key,", &mask), -1);
+    assert_int_equal(cp_report_parse_group_by("key;DROP", &mask), -1);
+    assert_int_equal(cp_report_parse_granularity("hour"), 0);
+    assert_int_equal(cp_report_parse_granularity("month"), 0);
+    assert_int_equal(cp_report_parse_granularity("week"), -1);
+    assert_int_equal(cp_report_parse_granularity("hour'"), -1);
+
+    char sql[4096];
+    assert_int_equal(cp_report_build_sql("day", CP_REPORT_BY_TEAM | CP_REPORT_BY_MODEL, 10, sql, sizeof(sql)), 0);
+    assert_non_null(strstr(sql, "date_trunc('day', hour AT TIME ZONE 'UTC')"));
+    assert_non_null(strstr(sql, "nullif(team_id, '00000000-0000-0000-0000-000000000000'::uuid)::text, model,"));
+    assert_null(strstr(sql, "tenant_id, '0"));
+    assert_non_null(strstr(sql, "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 LIMIT 10"));
+    assert_non_null(strstr(sql, "sum(lat_23)"));
+    assert_int_equal(cp_report_build_sql("week", 0, 10, sql, sizeof(sql)), -1);
+    assert_int_equal(cp_report_build_sql("hour", 0, 10, sql, 64), -1);
+    assert_int_equal(cp_report_build_sql("hour", 0, 10, sql, sizeof(sql)), 0);
+    assert_non_null(strstr(sql, "GROUP BY 1 ORDER BY 1 LIMIT"));
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse),
         cmocka_unit_test(test_sql),
+        cmocka_unit_test(test_report),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -93,6 +93,7 @@ dp_usage_append(dp_usage_buffer_t *b, const dp_usage_fields_t *f)
     Tollgate__UsageRecord r = TOLLGATE__USAGE_RECORD__INIT;
     r.request_id = (char *)f->request_id;
     r.tenant_id = (char *)f->tenant_id;
+    r.team_id = (char *)(f->team_id ? f->team_id : "");
     r.key_id = (char *)f->key_id;
     r.model = model;
     r.provider_id = (char *)(f->provider_id ? f->provider_id : "");

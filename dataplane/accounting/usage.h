@@ -22,6 +22,7 @@ typedef struct dp_usage_buffer {
 typedef struct dp_usage_fields {
     const char *request_id;
     const char *tenant_id;
+    const char *team_id; /* NULL or "" when the key has no team */
     const char *key_id;
     const char *model;
     size_t model_len;

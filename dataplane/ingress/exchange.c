@@ -167,6 +167,7 @@ record_usage(exchange_t *x, uint32_t status)
     dp_usage_fields_t f = {
         .request_id = x->request_id,
         .tenant_id = x->key->tenant_id,
+        .team_id = x->key->team_id,
         .key_id = x->key->id,
         .model = x->model,
         .model_len = x->model_len,
