@@ -13,6 +13,7 @@
 #include <string.h>
 #include <jansson.h>
 #include "channel.h"
+#include "metrics.h"
 #include "snapshot.h"
 #include "tollgate/env.h"
 #include "tollgate/log.h"
@@ -101,7 +102,7 @@ cp_snapshot_free(cp_snapshot_t *snap)
 /* ---------------------------------------------------------------------------------------------------
  * Reading the tables.
  */
-#define SQL_TENANTS "SELECT id::text, name FROM tenants ORDER BY id"
+#define SQL_TENANTS "SELECT id::text, name, log_content, time_zone FROM tenants ORDER BY id"
 #define SQL_KEYS                                                                                                       \
     "SELECT id::text, tenant_id::text, encode(key_hash, 'hex'), name, array_to_json(allowed_models)::text,"            \
     " coalesce((extract(epoch FROM expires_at) * 1000)::bigint, 0)"                                                    \
@@ -154,7 +155,9 @@ load_tenants(cp_t *cp, cp_snapshot_t *s)
         tollgate__tenant__init(&items[i]);
         items[i].id = arena_strdup(s->arena, V(res, i, 0));
         items[i].name = arena_strdup(s->arena, V(res, i, 1));
-        if (items[i].id == NULL || items[i].name == NULL)
+        items[i].log_content = V(res, i, 2)[0] == 't';
+        items[i].time_zone = arena_strdup(s->arena, V(res, i, 3));
+        if (items[i].id == NULL || items[i].name == NULL || items[i].time_zone == NULL)
             goto fail;
         ptrs[i] = &items[i];
     }
@@ -457,6 +460,7 @@ on_rebuild(uv_timer_t *t)
     uint64_t t0 = tg_mono_ns();
     cp_snapshot_t *s;
     if (cp_snapshot_build(cp, &s) != 0) {
+        cp_metrics_snapshot(0, 0, 0, 0, (tg_mono_ns() - t0) / 1e9);
         tg_warn("cp.snapshot.build_failed", "retry_ms=%d", REBUILD_RETRY_MS);
         cp->snapshot_dirty = 1;
         uv_timer_start(&cp->rebuild_timer, on_rebuild, REBUILD_RETRY_MS, 0);
@@ -468,6 +472,8 @@ on_rebuild(uv_timer_t *t)
     if (rv != 0)
         tg_warn("cp.snapshot.publish_failed", "version=%llu error=\"%s\"", (unsigned long long)s->version,
                 nng_strerror(rv));
+    cp_metrics_snapshot(1, rv == 0, s->version, tollgate__snapshot__get_packed_size(&s->msg),
+                        (tg_mono_ns() - t0) / 1e9);
     tg_info("cp.snapshot.published",
             "version=%llu tenants=%zu keys=%zu providers=%zu routes=%zu prices=%zu bytes=%zu build_ms=%.1f",
             (unsigned long long)s->version, s->msg.n_tenants, s->msg.n_keys, s->msg.n_providers, s->msg.n_routes,

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "tollgate/http_status.h"
+#include "../metrics.h"
 #include "../snapshot.h"
 #include "../util.h"
 #include "handlers.h"
@@ -284,6 +285,12 @@ on_req(h2o_handler_t *self, h2o_req_t *req)
         r.query = req->path.base + req->query_at + 1;
         r.query_len = req->path.len - req->query_at - 1;
     }
+    if (plen == 8 && memcmp(path, "/metrics", 8) == 0 &&
+        h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"))) {
+        cp_metrics_handle(req); /* the ops token, not the admin token; not counted as an admin request */
+        return 0;
+    }
+    const char *matched_id = NULL; /* the route label of the request's metrics; NULL: no route */
     if (cp_admin_path_needs_auth(path, plen) && !authorized(cp, req)) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
         cp_http_error(&r, 401, "authentication_error", "missing or invalid admin token");
@@ -301,6 +308,7 @@ on_req(h2o_handler_t *self, h2o_req_t *req)
         goto done;
     }
     r.id = m.id;
+    matched_id = m.id;
     if (op_takes_body(m.op)) {
         json_error_t jerr;
         r.body = req->entity.base != NULL ? json_loadb(req->entity.base, req->entity.len, JSON_REJECT_DUPLICATES, &jerr)
@@ -377,6 +385,8 @@ on_req(h2o_handler_t *self, h2o_req_t *req)
     }
 done:
     json_decref(r.body);
+    cp_metrics_admin(req->method.base, req->method.len, path, plen, matched_id, req->res.status,
+                     (tg_mono_ns() - t0) / 1e9);
     if (tg_log_enabled(TG_LOG_DEBUG) || req->res.status >= 500)
         tg_log(req->res.status >= 500 ? TG_LOG_WARN : TG_LOG_DEBUG, "cp.admin.request",
                "method=%.*s path=%.*s status=%d ms=%.1f", (int)req->method.len, req->method.base, (int)plen, path,

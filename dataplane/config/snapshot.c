@@ -252,6 +252,8 @@ dp_snapshot_build(const uint8_t *buf, size_t len, const tg_wire_key_t *wire_key,
                   size_t errlen)
 {
     snprintf(err, errlen, "out of memory");
+    const char **lc = NULL; /* ids of the tenants that allow content logging */
+    size_t n_lc = 0;
     dp_snapshot_t *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return -1;
@@ -327,7 +329,12 @@ dp_snapshot_build(const uint8_t *buf, size_t len, const tg_wire_key_t *wire_key,
         }
     }
 
-    /* keys */
+    /* keys; the tenants that allow content logging are few (usually none): a list beats a table */
+    if ((lc = calloc(pb->n_tenants + 1, sizeof(*lc))) == NULL)
+        goto fail;
+    for (size_t i = 0; i < pb->n_tenants; i++)
+        if (pb->tenants[i]->log_content)
+            lc[n_lc++] = pb->tenants[i]->id;
     s->keys = calloc(pb->n_keys + 1, sizeof(*s->keys));
     s->key_mask = table_size(pb->n_keys) - 1;
     s->key_slots = calloc(s->key_mask + 1, sizeof(uint32_t));
@@ -342,6 +349,8 @@ dp_snapshot_build(const uint8_t *buf, size_t len, const tg_wire_key_t *wire_key,
         dk->id = k->id;
         dk->tenant_id = k->tenant_id;
         dk->expires_at_unix_ms = k->expires_at_unix_ms;
+        for (size_t t = 0; t < n_lc && !dk->log_content; t++)
+            dk->log_content = strcmp(lc[t], k->tenant_id) == 0;
         dk->allowed_models = k->allowed_models;
         dk->n_allowed_models = k->n_allowed_models;
         for (size_t h = key_slot_hash(dk->hash) & s->key_mask;; h = (h + 1) & s->key_mask) {
@@ -351,10 +360,12 @@ dp_snapshot_build(const uint8_t *buf, size_t len, const tg_wire_key_t *wire_key,
             }
         }
     }
+    free(lc);
     *ret = s;
     err[0] = '\0';
     return 0;
 fail:
+    free(lc);
     snapshot_free(s);
     return -1;
 }

@@ -81,6 +81,7 @@ typedef struct dp_vkey {
     const char *id;
     const char *tenant_id;
     int64_t expires_at_unix_ms; /* 0: never */
+    int log_content;            /* the tenant allows prompt and completion text in access logs */
     char **allowed_models;
     size_t n_allowed_models;
 } dp_vkey_t;

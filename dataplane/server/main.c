@@ -4,7 +4,7 @@
  *
  *   SIGTERM -> not ready, stop accepting, close idle connections -> wait for requests in flight
  *   (bounded by TOLLGATE_DRAIN_TIMEOUT_MS) -> stop workers, flush their usage -> ship or spool the
- *   remaining usage -> exit 0.
+ *   remaining usage -> flush trace spans (bounded) -> exit 0.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -14,6 +14,7 @@
 #include <curl/curl.h>
 #include "config/sync.h"
 #include "ingress/ingress.h"
+#include "observe/observe.h"
 #include "server/worker.h"
 #include "tollgate/crypto.h"
 #include "tollgate/env.h"
@@ -100,6 +101,9 @@ main(int argc, char **argv)
     if (load_config() != 0)
         return 2;
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (dp_obs_init() != 0)
+        return 2;
+    /* routing's circuit breakers, once they exist: dp_obs_set_breaker_source(dp_breaker_foreach); */
 
     /* signals are taken synchronously by the main thread; every other thread blocks them */
     sigset_t sigs;
@@ -152,6 +156,7 @@ main(int argc, char **argv)
     dp_sync_stop();
     dp_usage_shipper_stop(10000);
     tg_info("dp.stopped", "usage_unsent=%zu", dp_usage_shipper_pending());
+    dp_obs_shutdown(5000); /* the last spans, bounded */
     dp_snapshot_unpublish();
     curl_global_cleanup();
     return 0;
