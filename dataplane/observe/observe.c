@@ -371,6 +371,16 @@ dp_obs_exchange(dp_obs_t *o, const char *endpoint, const dp_vkey_t *key, const c
     o->stream = stream != 0;
 }
 
+/* The public model name as a NUL-terminated label value (the record holds a span of the body). */
+static void
+model_label(const dp_obs_t *o, char out[TG_METRICS_LABEL_MAX + 1])
+{
+    size_t n = o->model_len > TG_METRICS_LABEL_MAX ? TG_METRICS_LABEL_MAX : o->model_len;
+    if (o->model != NULL && n > 0)
+        memcpy(out, o->model, n);
+    out[o->model != NULL ? n : 0] = '\0';
+}
+
 static void
 random_span(dp_obs_t *o, uint8_t out[8])
 {
@@ -389,15 +399,13 @@ dp_obs_attempt_begin(dp_obs_t *o, const dp_target_t *target, const struct curl_s
     if (o->attempt_open)
         dp_obs_attempt_end(o, 0, CURLE_ABORTED_BY_CALLBACK);
     if (o->attempts > 0 && g.reg != NULL) {
+        char model[TG_METRICS_LABEL_MAX + 1];
+        model_label(o, model);
         if (o->target == target) {
             o->retries++;
-            tg_metrics_inc(tg_metrics_series(g.retries, (const char *[]){provider, o->model}), 1);
+            tg_metrics_inc(tg_metrics_series(g.retries, (const char *[]){provider, model}), 1);
         } else {
             o->fallbacks++;
-            char model[TG_METRICS_LABEL_MAX + 1];
-            snprintf(model, sizeof(model), "%.*s",
-                     (int)(o->model_len > TG_METRICS_LABEL_MAX ? TG_METRICS_LABEL_MAX : o->model_len),
-                     o->model ? o->model : "");
             tg_metrics_inc(tg_metrics_series(g.fallbacks, (const char *[]){model, o->provider, provider}), 1);
         }
     }
@@ -518,9 +526,7 @@ static void
 record_metrics(dp_obs_t *o, uint64_t total_ns)
 {
     char model[TG_METRICS_LABEL_MAX + 1], code[8];
-    snprintf(model, sizeof(model), "%.*s",
-             (int)(o->model_len > TG_METRICS_LABEL_MAX ? TG_METRICS_LABEL_MAX : o->model_len),
-             o->model ? o->model : "");
+    model_label(o, model);
     snprintf(code, sizeof(code), "%d", o->status);
     const char *tenant = o->tenant_id ? o->tenant_id : "";
     const char *provider = o->provider ? o->provider : "";
