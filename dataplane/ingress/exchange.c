@@ -1069,7 +1069,7 @@ dp_exchange_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id, const
     x->target = &route->targets[0];
     x->request_id = request_id;
     x->obs = dp_obs_of(request_id);
-    dp_obs_exchange(x->obs, ep->usage_name, key, name, name_len, stream);
+    dp_obs_exchange(x->obs, s, ep->usage_name, key, name, name_len, stream);
     x->model = name;
     x->model_len = name_len;
     x->stream = stream;

@@ -286,8 +286,8 @@ dp_obs_begin(h2o_req_t *req, uint64_t rand_a, uint64_t rand_b)
     o->magic = OBS_MAGIC;
     o->req = req;
     o->start_ns = tg_mono_ns();
-    o->start_unix_ns = tg_now_unix_ms() * 1000000; /* ms is what the wall clock helper gives; enough for spans */
-    struct timespec ts;
+    o->start_unix_ns = tg_now_unix_ms() * 1000000;
+    struct timespec ts; /* spans want better than milliseconds */
     if (clock_gettime(CLOCK_REALTIME, &ts) == 0)
         o->start_unix_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 
@@ -352,11 +352,13 @@ dp_obs_of_req(h2o_req_t *req)
 }
 
 void
-dp_obs_exchange(dp_obs_t *o, const char *endpoint, const dp_vkey_t *key, const char *model, size_t model_len,
-                int stream)
+dp_obs_exchange(dp_obs_t *o, dp_snapshot_t *snapshot, const char *endpoint, const dp_vkey_t *key, const char *model,
+                size_t model_len, int stream)
 {
-    if (o == NULL)
+    if (o == NULL || o->exchange)
         return;
+    dp_snapshot_ref(snapshot);
+    o->snapshot = snapshot;
     o->exchange = 1;
     o->endpoint = endpoint;
     o->tenant_id = key->tenant_id;
@@ -577,6 +579,7 @@ on_dispose(void *p)
         dp_tracer_request(o, end_unix_ns);
     }
     tg_buf_free(&o->response);
+    dp_snapshot_unref(o->snapshot);
     o->magic = 0;
 }
 

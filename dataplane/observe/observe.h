@@ -55,7 +55,8 @@ typedef struct dp_obs {
     uint8_t trace_flags;
     h2o_iovec_t tracestate;
 
-    /* what the pipeline reported */
+    /* what the pipeline reported; the strings live in `snapshot` or in the request's pool */
+    dp_snapshot_t *snapshot;
     const char *endpoint;
     const char *tenant_id, *key_id;
     const char *model;
@@ -115,8 +116,10 @@ dp_obs_t *dp_obs_of(const char *request_id);
 /* The record of a request, through its x-request-id response header; NULL when there is none. */
 dp_obs_t *dp_obs_of_req(h2o_req_t *req);
 
-void dp_obs_exchange(dp_obs_t *o, const char *endpoint, const dp_vkey_t *key, const char *model, size_t model_len,
-                     int stream);
+/* The record keeps a reference to the snapshot until it is disposed: the names it reports (tenant, key,
+ * provider, upstream model) live there, and the exchange lets go of its own reference first. */
+void dp_obs_exchange(dp_obs_t *o, dp_snapshot_t *snapshot, const char *endpoint, const dp_vkey_t *key,
+                     const char *model, size_t model_len, int stream);
 const struct curl_slist *dp_obs_attempt_begin(dp_obs_t *o, const dp_target_t *target, const struct curl_slist *headers);
 void dp_obs_first_byte(dp_obs_t *o);
 void dp_obs_attempt_end(dp_obs_t *o, long status, CURLcode rc);

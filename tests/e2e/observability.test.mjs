@@ -422,6 +422,32 @@ describe('access log', () => {
     assert.equal(line.error_code, 'model_not_found');
   });
 
+  test('a request that outlives its snapshot is still logged with its names', async () => {
+    // the line is written after the exchange let go of its snapshot: the record must hold its own
+    const dp = c.dataplanes[0].url;
+    const id = rid('outlive');
+    const streaming = fetch(`${dp}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${seed.key.key}`, 'content-type': 'application/json', 'x-request-id': id },
+      body: JSON.stringify({ model: MODEL, stream: true,
+        messages: [{ role: 'user', content: 'slow [mock:tokens=4,chunk_delay_ms=150]' }] }),
+    }).then(readSSE);
+    const before = sum(await scrape(dp), 'tollgate_snapshot_version');
+    const key = await c.createKey(seed.tenant.id, { name: 'outlive' }); // a new snapshot
+    // requests on new connections reach both workers, which then drop the old snapshot
+    await Promise.all(Array.from({ length: 16 }, () => fetch(`${dp}/v1/models`, {
+      headers: { authorization: `Bearer ${key.key}`, connection: 'close' } }).then((r) => r.arrayBuffer())));
+    assert.ok(sum(await scrape(dp), 'tollgate_snapshot_version') > before);
+    const sse = await streaming;
+    assert.ok(sse.done);
+    const line = await accessLine(id);
+    assert.equal(line.provider, 'mock');
+    assert.equal(line.tenant, seed.tenant.id);
+    assert.equal(line.key_id, seed.key.id);
+    assert.equal(line.upstream_model, UPSTREAM_MODEL);
+    assert.equal(line.output_tokens, 4);
+  });
+
   test('a tenant with log_content on gets the bodies in its lines', async () => {
     await c.sql('UPDATE tenants SET log_content = true WHERE id = $1', [seed.tenant.id]);
     try {
