@@ -398,8 +398,8 @@ dp_obs_attempt_begin(dp_obs_t *o, const dp_target_t *target, const struct curl_s
     if (o == NULL)
         return headers;
     const char *provider = target->provider->name;
-    if (o->attempt_open)
-        dp_obs_attempt_end(o, 0, CURLE_ABORTED_BY_CALLBACK);
+    if (o->attempt_open) /* the last one never reached on_done: it could not be started */
+        dp_obs_attempt_end(o, 0, CURLE_FAILED_INIT);
     if (o->attempts > 0 && g.reg != NULL) {
         char model[TG_METRICS_LABEL_MAX + 1];
         model_label(o, model);
