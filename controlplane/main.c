@@ -21,6 +21,7 @@
 #include "channel.h"
 #include "cp.h"
 #include "leader.h"
+#include "metrics.h"
 #include "migrate.h"
 #include "partitions.h"
 #include "snapshot.h"
@@ -180,7 +181,8 @@ cmd_serve(void)
     uv_signal_start(&cp.sigterm, on_signal, SIGTERM);
     uv_signal_start(&cp.sigint, on_signal, SIGINT);
 
-    if (cp_snapshot_timers_init(&cp) != 0 || cp_partitions_init(&cp) != 0 || cp_admin_start(&cp) != 0)
+    if (cp_metrics_init(&cp) != 0 || cp_snapshot_timers_init(&cp) != 0 || cp_partitions_init(&cp) != 0 ||
+        cp_admin_start(&cp) != 0)
         return 1;
     cp_db_init(&cp.db, cp.loop, cp.cfg.database_url, on_db_connect, on_db_notify, &cp);
     cp_leader_init(&cp.leader, cp.loop, cp.cfg.database_url, on_leader_change, &cp);
@@ -194,6 +196,7 @@ cmd_serve(void)
     uv_run(cp.loop, UV_RUN_NOWAIT);
     cp_snapshot_free(cp.snap);
     cp.snap = NULL;
+    cp_metrics_free();
     nng_fini();
     tg_info("cp.stopped", "%s", "clean");
     return 0;

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <jansson.h>
 #include "channel.h"
+#include "metrics.h"
 #include "snapshot.h"
 #include "tollgate/clock.h"
 #include "tollgate/env.h"
@@ -563,6 +564,7 @@ on_rebuild(uv_timer_t *t)
     uint64_t t0 = tg_mono_ns();
     cp_snapshot_t *s;
     if (cp_snapshot_build(cp, &s) != 0) {
+        cp_metrics_snapshot(0, 0, 0, 0, (tg_mono_ns() - t0) / 1e9);
         tg_warn("cp.snapshot.build_failed", "retry_ms=%d", REBUILD_RETRY_MS);
         cp->snapshot_dirty = 1;
         uv_timer_start(&cp->rebuild_timer, on_rebuild, REBUILD_RETRY_MS, 0);
@@ -574,6 +576,8 @@ on_rebuild(uv_timer_t *t)
     if (rv != 0)
         tg_warn("cp.snapshot.publish_failed", "version=%llu error=\"%s\"", (unsigned long long)s->version,
                 nng_strerror(rv));
+    cp_metrics_snapshot(1, rv == 0, s->version, tollgate__snapshot__get_packed_size(&s->msg),
+                        (tg_mono_ns() - t0) / 1e9);
     tg_info("cp.snapshot.published",
             "version=%llu tenants=%zu keys=%zu providers=%zu routes=%zu prices=%zu bytes=%zu build_ms=%.1f",
             (unsigned long long)s->version, s->msg.n_tenants, s->msg.n_keys, s->msg.n_providers, s->msg.n_routes,

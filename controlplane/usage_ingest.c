@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "metrics.h"
 #include "tollgate/env.h"
 #include "tollgate/log.h"
 #include "lease.h"
@@ -240,6 +241,7 @@ cp_usage_ingest(cp_t *cp, const Tollgate__UsageBatch *batch, int *ret_duplicate,
     if (!fresh) {
         cp_db_exec(&cp->db, "ROLLBACK", 0, NULL);
         *ret_duplicate = 1;
+        cp_metrics_usage("duplicate", batch->n_records, (tg_mono_ns() - t0) / 1e9);
         tg_info("cp.usage.duplicate", "instance=%s sequence=%s", batch->instance_id, seq);
         return 0;
     }
@@ -263,11 +265,13 @@ cp_usage_ingest(cp_t *cp, const Tollgate__UsageBatch *batch, int *ret_duplicate,
     }
     PQclear(res);
     *ret_duplicate = 0;
+    cp_metrics_usage("stored", batch->n_records, (tg_mono_ns() - t0) / 1e9);
     tg_info("cp.usage.stored", "instance=%s sequence=%s records=%zu ms=%.1f", batch->instance_id, seq, batch->n_records,
             (tg_mono_ns() - t0) / 1e6);
     return 0;
 rollback:
     if (cp_db_conn(&cp->db) != NULL)
         cp_db_exec(&cp->db, "ROLLBACK", 0, NULL);
+    cp_metrics_usage("failed", batch->n_records, (tg_mono_ns() - t0) / 1e9);
     return -1;
 }

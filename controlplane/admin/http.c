@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "tollgate/http_status.h"
+#include "../metrics.h"
 #include "../snapshot.h"
 #include "../util.h"
 #include "handlers.h"
@@ -608,6 +609,12 @@ on_req(h2o_handler_t *self, h2o_req_t *req)
         r.query = req->path.base + req->query_at + 1;
         r.query_len = req->path.len - req->query_at - 1;
     }
+    if (plen == 8 && memcmp(path, "/metrics", 8) == 0 &&
+        h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"))) {
+        cp_metrics_handle(req); /* the ops token, not the admin token; not counted as an admin request */
+        return 0;
+    }
+    const char *matched_id = NULL; /* the route label of the request's metrics; NULL: no route */
     request_id(&r);
     cp_route_match_t m;
     int rv = cp_admin_route(req->method.base, req->method.len, path, plen, &m);
@@ -635,6 +642,7 @@ on_req(h2o_handler_t *self, h2o_req_t *req)
         cp_http_error(&r, 405, "invalid_request_error", "method not allowed; allowed: %s", m.allow);
         goto done;
     }
+    matched_id = m.id;
     if ((m.flags & CP_ROUTE_GLOBAL) && r.role != CP_ROLE_GLOBAL) {
         cp_http_error(&r, 403, "permission_error", "this endpoint needs the global admin token");
         goto done;
@@ -797,6 +805,8 @@ on_req(h2o_handler_t *self, h2o_req_t *req)
     }
 done:
     json_decref(r.body);
+    cp_metrics_admin(req->method.base, req->method.len, path, plen, matched_id, req->res.status,
+                     (tg_mono_ns() - t0) / 1e9);
     if (tg_log_enabled(TG_LOG_DEBUG) || req->res.status >= 500)
         tg_log(req->res.status >= 500 ? TG_LOG_WARN : TG_LOG_DEBUG, "cp.admin.request",
                "method=%.*s path=%.*s status=%d ms=%.1f", (int)req->method.len, req->method.base, (int)plen, path,

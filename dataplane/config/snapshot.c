@@ -406,6 +406,8 @@ dp_snapshot_build(const uint8_t *buf, size_t len, const tg_wire_key_t *wire_key,
                   size_t errlen)
 {
     snprintf(err, errlen, "out of memory");
+    const char **lc = NULL; /* ids of the tenants that allow content logging */
+    size_t n_lc = 0;
     dp_snapshot_t *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return -1;
@@ -474,7 +476,12 @@ dp_snapshot_build(const uint8_t *buf, size_t len, const tg_wire_key_t *wire_key,
         }
     }
 
-    /* keys */
+    /* keys; the tenants that allow content logging are few (usually none): a list beats a table */
+    if ((lc = calloc(pb->n_tenants + 1, sizeof(*lc))) == NULL)
+        goto fail;
+    for (size_t i = 0; i < pb->n_tenants; i++)
+        if (pb->tenants[i]->log_content)
+            lc[n_lc++] = pb->tenants[i]->id;
     s->keys = calloc(pb->n_keys + 1, sizeof(*s->keys));
     s->key_mask = table_size(pb->n_keys) - 1;
     s->key_slots = calloc(s->key_mask + 1, sizeof(uint32_t));
@@ -490,6 +497,8 @@ dp_snapshot_build(const uint8_t *buf, size_t len, const tg_wire_key_t *wire_key,
         dk->tenant_id = k->tenant_id;
         dk->expires_at_unix_ms = k->expires_at_unix_ms;
         dk->team_id = k->team_id;
+        for (size_t t = 0; t < n_lc && !dk->log_content; t++)
+            dk->log_content = strcmp(lc[t], k->tenant_id) == 0;
         dk->allowed_models = k->allowed_models;
         dk->n_allowed_models = k->n_allowed_models;
         dk->allowed_providers = k->allowed_providers;
@@ -503,10 +512,12 @@ dp_snapshot_build(const uint8_t *buf, size_t len, const tg_wire_key_t *wire_key,
     }
     if (build_limits(s, pb) != 0)
         goto fail;
+    free(lc);
     *ret = s;
     err[0] = '\0';
     return 0;
 fail:
+    free(lc);
     snapshot_free(s);
     return -1;
 }

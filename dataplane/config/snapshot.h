@@ -113,6 +113,7 @@ typedef struct dp_vkey {
     const char *tenant_id;
     int64_t expires_at_unix_ms; /* 0: never */
     const char *team_id;        /* "" when none */
+    int log_content;            /* the tenant allows prompt and completion text in access logs */
     char **allowed_models;      /* exact names and globs ('*', '?') */
     size_t n_allowed_models;
     char **allowed_providers; /* provider account ids; none = all */

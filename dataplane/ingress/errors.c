@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "ingress/ingress.h"
+#include "observe/observe.h"
 #include "tollgate/http_status.h"
 #include "tollgate/json_scan.h"
 
@@ -66,6 +67,7 @@ dp_send_tx_error(h2o_req_t *req, tx_dialect_t dialect, const tx_error_t *e, cons
     memcpy(body, out.base, out.len);
     size_t len = out.len;
     tg_buf_free(&out);
+    dp_obs_note_error(req, status, e->code[0] ? e->code : NULL);
     if (status == 429 && h2o_find_header(&req->res.headers, H2O_TOKEN_RETRY_AFTER, -1) < 0)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
     dp_send_json(req, status, body, len);

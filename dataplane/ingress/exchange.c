@@ -37,6 +37,7 @@
 #include "accounting/usage.h"
 #include "admission/admission.h"
 #include "ingress/ingress.h"
+#include "observe/observe.h"
 #include "routing/routing.h"
 #include "tollgate/arena.h"
 #include "tollgate/buf.h"
@@ -113,6 +114,7 @@ struct exchange {
     dp_openai_chat_t parsed;
     int decoded; /* treq holds the client's request (translated mode) */
     const char *request_id;
+    dp_obs_t *obs; /* the request's observability record: hooks at each attempt and at the end */
     const char *model;
     size_t model_len;
     dp_upstream_call_t call;
@@ -183,6 +185,7 @@ record_usage(exchange_t *x, uint32_t status)
         .started_unix_ms = x->started_unix_ms,
         .latency_ms = (uint32_t)((tg_mono_ns() - x->started_ns) / 1000000),
     };
+    dp_obs_usage(x->obs, &f, t->provider->name);
     if (dp_usage_append(&x->w->usage, &f) != 0)
         tg_error("dp.usage.append_failed", "request_id=%s", x->request_id);
     dp_admission_settle(&x->adm, f.cost_nanousd, in + out);
@@ -270,6 +273,7 @@ flush_pending(exchange_t *x)
     x->pending = t;
     x->pending.len = 0;
     h2o_iovec_t iov = h2o_iovec_init(x->sending.base, x->sending.len);
+    dp_obs_capture(x->obs, iov.base, iov.len);
     x->send_in_flight = state == H2O_SEND_STATE_IN_PROGRESS;
     if (state != H2O_SEND_STATE_IN_PROGRESS)
         x->final_sent = 1;
@@ -480,6 +484,8 @@ static size_t
 on_body(dp_upstream_call_t *call, const char *buf, size_t len)
 {
     exchange_t *x = call->data;
+    if (x->phase == PHASE_CALL)
+        dp_obs_first_byte(x->obs);
     if (x->final_sent)
         return 0;
     if (x->phase == PHASE_CALL && !x->streaming && x->stream && call->status >= 200 && call->status < 300 &&
@@ -509,6 +515,7 @@ send_body(exchange_t *x, int status, const char *content_type, const char *body,
     x->final_sent = 1;
     add_attempts_header(x);
     h2o_start_response(req, &x->gen);
+    dp_obs_capture(x->obs, body, len);
     h2o_iovec_t iov = h2o_iovec_init(body, len);
     h2o_send(req, &iov, iov.len ? 1 : 0, H2O_SEND_STATE_FINAL);
 }
@@ -821,6 +828,8 @@ on_done(dp_upstream_call_t *call, CURLcode rc)
 {
     exchange_t *x = call->data;
     x->upstream_done = 1;
+    if (x->phase == PHASE_CALL)
+        dp_obs_attempt_end(x->obs, call->status, rc);
     if (x->final_sent)
         return;
     if (x->phase == PHASE_TOKEN) {
@@ -920,6 +929,7 @@ start_call(exchange_t *x)
 {
     const struct curl_slist *headers =
         x->headers != NULL ? x->headers : x->pkey->headers[x->stream ? DP_HEADERS_STREAM : DP_HEADERS_JSON];
+    headers = dp_obs_attempt_begin(x->obs, x->target, headers); /* + x-request-id, traceparent */
     return dp_upstream_call_start(x->w->upstream, &x->call, x->hreq.url, headers, x->hreq.body, x->hreq.body_len);
 }
 
@@ -1253,6 +1263,8 @@ dp_exchange_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id, const
     dp_snapshot_ref(s);
     x->key = key;
     x->request_id = request_id;
+    x->obs = dp_obs_of(request_id);
+    dp_obs_exchange(x->obs, s, ep->usage_name, key, name, name_len, stream);
     x->model = name;
     x->model_len = name_len;
     x->stream = stream;

@@ -1,49 +1,25 @@
 /*
- * The single h2o handler: assigns the request id, then dispatches on method and path to an endpoint of
- * one of the three client dialects:
+ * The single h2o handler: opens the request's observability record (which assigns the request id: the
+ * client's x-request-id when sane, else a new one; and the trace context), then dispatches on method and
+ * path to an endpoint of one of the three client dialects:
  *   OpenAI     /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models (also under /openai)
  *   Anthropic  /anthropic/v1/messages, /anthropic/v1/messages/count_tokens
  *   Gemini     /genai/v1beta/models/{model}:generateContent | :streamGenerateContent | :embedContent |
  *              :batchEmbedContents | :countTokens (also /genai/v1/...)
- * and the operational ones: /healthz, /readyz, /tollgate/v1/breakers.
+ * and the operational ones: /healthz, /readyz, /metrics, /tollgate/v1/breakers.
  */
 #include <stdio.h>
 #include <string.h>
 #include "ingress/ingress.h"
 #include "tollgate/clock.h"
 #include "tollgate/json_scan.h"
+#include "observe/observe.h"
 
 static int
 path_is(h2o_iovec_t path, const char *lit)
 {
     size_t n = strlen(lit);
     return path.len == n && memcmp(path.base, lit, n) == 0;
-}
-
-/* The client's x-request-id when it is short and printable, else a new one. */
-static void
-assign_request_id(h2o_req_t *req, dp_worker_t *w, char *out)
-{
-    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
-    if (i >= 0) {
-        h2o_iovec_t v = req->headers.entries[i].value;
-        int ok = v.len > 0 && v.len < DP_REQUEST_ID_MAX;
-        for (size_t k = 0; ok && k < v.len; k++)
-            ok = v.base[k] > 0x20 && v.base[k] < 0x7f && v.base[k] != '"' && v.base[k] != '\\';
-        if (ok) {
-            memcpy(out, v.base, v.len);
-            out[v.len] = '\0';
-            return;
-        }
-    }
-    static const char hex[] = "0123456789abcdef";
-    uint64_t a = dp_worker_rand(w), b = dp_worker_rand(w);
-    memcpy(out, "req_", 4);
-    for (int k = 0; k < 16; k++)
-        out[4 + k] = hex[(a >> (4 * k)) & 15];
-    for (int k = 0; k < 8; k++)
-        out[20 + k] = hex[(b >> (4 * k)) & 15];
-    out[28] = '\0';
 }
 
 static const dp_endpoint_t OPENAI_CHAT = {TX_DIALECT_OPENAI, TX_OP_CHAT, "chat/completions", "chat.completions"};
@@ -129,8 +105,8 @@ int
 dp_ingress_on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     dp_worker_t *w = dp_worker_of(req);
-    char *request_id = h2o_mem_alloc_pool(&req->pool, DP_REQUEST_ID_MAX);
-    assign_request_id(req, w, request_id);
+    dp_obs_t *obs = dp_obs_begin(req, dp_worker_rand(w), dp_worker_rand(w));
+    const char *request_id = obs->request_id;
     dp_add_common_headers(req, request_id);
 
     h2o_iovec_t path = req->path_normalized;
@@ -155,6 +131,7 @@ dp_ingress_on_req(h2o_handler_t *self, h2o_req_t *req)
         size_t skip = has_prefix(path, "/genai/v1beta/models/") ? 21 : 17;
         return on_gemini(req, w, request_id, h2o_iovec_init(path.base + skip, path.len - skip), is_post);
     } else if (path_is(path, "/v1/models")) {
+        obs->endpoint = "models";
         if (is_get)
             return dp_models_handle(req, w, request_id);
     } else if (path_is(path, "/tollgate/v1/breakers")) {
@@ -164,10 +141,14 @@ dp_ingress_on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     } else if (path_is(path, "/__test/clock") && tg_clock_test_hooks()) {
         return dp_test_clock(req, is_get);
+    } else if (path_is(req->path_normalized, "/metrics") && is_get) {
+        return dp_obs_metrics_handle(req);
     } else if (path_is(path, "/healthz")) {
+        obs->skip = 1;
         dp_send_json(req, 200, H2O_STRLIT("{\"status\":\"ok\"}\n"));
         return 0;
     } else if (path_is(path, "/readyz")) {
+        obs->skip = 1;
         if (atomic_load(&dp_draining))
             dp_send_json(req, 503, H2O_STRLIT("{\"status\":\"draining\"}\n"));
         else if (dp_snapshot_current_version() == 0)

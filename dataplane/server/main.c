@@ -4,7 +4,8 @@
  *
  *   SIGTERM -> not ready, stop accepting, close idle connections -> wait for requests in flight
  *   (bounded by TOLLGATE_DRAIN_TIMEOUT_MS) -> stop workers, flush their usage -> ship the remaining
- *   usage until acknowledged (bounded by TOLLGATE_USAGE_DRAIN_TIMEOUT_MS), spool what is left -> exit 0.
+ *   usage until acknowledged (bounded by TOLLGATE_USAGE_DRAIN_TIMEOUT_MS), spool what is left -> flush
+ *   trace spans (bounded) -> exit 0.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include "routing/routing.h"
 #include "admission/admission.h"
 #include "admission/lease.h"
+#include "observe/observe.h"
 #include "server/worker.h"
 #include "tollgate/crypto.h"
 #include "tollgate/env.h"
@@ -117,6 +119,9 @@ main(int argc, char **argv)
     if (load_config() != 0)
         return 2;
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (dp_obs_init() != 0)
+        return 2;
+    dp_obs_set_breaker_source(dp_breaker_foreach); /* breaker state in /metrics */
 
     /* signals are taken synchronously by the main thread; every other thread blocks them */
     sigset_t sigs;
@@ -167,9 +172,11 @@ main(int argc, char **argv)
     for (int i = 0; i < dp_config.workers; i++)
         dp_worker_join(&workers[i]);
     dp_sync_stop();
-    dp_usage_shipper_stop(dp_config.usage_drain_timeout_ms); /* settled usage first, so the ledger sees it before the give-back */
+    dp_usage_shipper_stop(
+        dp_config.usage_drain_timeout_ms); /* settled usage first, so the ledger sees it before the give-back */
     dp_lease_stop();
     tg_info("dp.stopped", "usage_unsent=%zu", dp_usage_shipper_pending());
+    dp_obs_shutdown(5000); /* the last spans, bounded */
     dp_snapshot_unpublish();
     curl_global_cleanup();
     return 0;
