@@ -416,7 +416,9 @@ dp_obs_attempt_begin(dp_obs_t *o, const dp_target_t *target, const struct curl_s
     o->attempt_got_byte = 0;
     o->target = target;
     o->provider = provider;
-    o->upstream_model = target->upstream_model;
+    /* a copy: a direct `account/model` target lives in the exchange's arena, which is gone before this
+     * record's end (the record is disposed last) */
+    o->upstream_model = h2o_strdup(&o->req->pool, target->upstream_model, SIZE_MAX).base;
     o->attempt_start_ns = tg_mono_ns();
     o->attempt_start_unix_ns = o->start_unix_ns + (int64_t)(o->attempt_start_ns - o->start_ns);
     random_span(o, o->attempt_span);

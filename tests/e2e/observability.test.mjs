@@ -320,7 +320,7 @@ describe('metrics', () => {
         settings: { max_retries: '1' } });
     const model = 'obs-fallback';
     await c.adminOk('POST', '/admin/v1/routes', { name: model, targets: [
-      { provider_id: dead.id, model: 'dead-model' }, { provider_id: seed.provider.id, model: UPSTREAM_MODEL }] });
+      { provider_id: dead.id, model: 'dead-model' }, { provider_id: seed.provider.id, model: UPSTREAM_MODEL, weight: 0 }] }); // weight 0: fallback only, so 'dead' is always first
     await c.waitModelVisible(seed.key.key, model);
     const before = await scrape(dp);
     const id = rid('fo');
