@@ -82,6 +82,15 @@ tg_ct_streq(const char *a, const char *b)
 }
 
 int
+tg_bearer_matches(const char *value, size_t len, const char *token)
+{
+    size_t tlen = strlen(token);
+    if (len != 7 + tlen || strncasecmp(value, "Bearer ", 7) != 0)
+        return 0;
+    return CRYPTO_memcmp(value + 7, token, tlen) == 0;
+}
+
+int
 tg_random_bytes(void *buf, size_t len)
 {
     return RAND_bytes(buf, (int)len) == 1 ? 0 : -1;

@@ -43,6 +43,21 @@ test_hex_and_ct(void **state)
 }
 
 static void
+test_bearer(void **state)
+{
+    (void)state;
+    const char *ok = "Bearer s3cret", *lower = "bearer s3cret";
+    assert_int_equal(tg_bearer_matches(ok, strlen(ok), "s3cret"), 1);
+    assert_int_equal(tg_bearer_matches(lower, strlen(lower), "s3cret"), 1);
+    /* a prefix, a longer token, another scheme, a value cut before the token's end */
+    assert_int_equal(tg_bearer_matches(ok, strlen(ok), "s3cre"), 0);
+    assert_int_equal(tg_bearer_matches(ok, strlen(ok), "s3crets"), 0);
+    assert_int_equal(tg_bearer_matches("Basic s3cret", 12, "s3cret"), 0);
+    assert_int_equal(tg_bearer_matches(ok, strlen(ok) - 1, "s3cret"), 0);
+    assert_int_equal(tg_bearer_matches("Bearer ", 7, ""), 1);
+}
+
+static void
 test_aead(void **state)
 {
     uint8_t key[32] = {1, 2, 3}, other[32] = {4};
@@ -66,6 +81,7 @@ main(void)
         cmocka_unit_test(test_sha256_vector),
         cmocka_unit_test(test_hmac_vector),
         cmocka_unit_test(test_hex_and_ct),
+        cmocka_unit_test(test_bearer),
         cmocka_unit_test(test_aead),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

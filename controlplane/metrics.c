@@ -161,12 +161,7 @@ authorized(h2o_req_t *req)
     if (i < 0)
         return 0;
     h2o_iovec_t v = req->headers.entries[i].value;
-    char token[512];
-    if (v.len < 8 || v.len - 7 >= sizeof(token) || strncasecmp(v.base, "Bearer ", 7) != 0)
-        return 0;
-    memcpy(token, v.base + 7, v.len - 7);
-    token[v.len - 7] = '\0';
-    return strlen(token) == v.len - 7 && tg_ct_streq(token, g.ops_token);
+    return tg_bearer_matches(v.base, v.len, g.ops_token);
 }
 
 void

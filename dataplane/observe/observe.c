@@ -587,8 +587,8 @@ on_dispose(void *p)
 
 /* ---------------------------------------------------------------- GET /metrics */
 
-static int
-ops_authorized(h2o_req_t *req)
+int
+dp_obs_ops_authorized(h2o_req_t *req)
 {
     if (g.ops_token == NULL)
         return 1;
@@ -596,12 +596,7 @@ ops_authorized(h2o_req_t *req)
     if (i < 0)
         return 0;
     h2o_iovec_t v = req->headers.entries[i].value;
-    char token[512];
-    if (v.len < 8 || v.len - 7 >= sizeof(token) || strncasecmp(v.base, "Bearer ", 7) != 0)
-        return 0;
-    memcpy(token, v.base + 7, v.len - 7);
-    token[v.len - 7] = '\0';
-    return strlen(token) == v.len - 7 && tg_ct_streq(token, g.ops_token);
+    return tg_bearer_matches(v.base, v.len, g.ops_token);
 }
 
 int
@@ -610,7 +605,7 @@ dp_obs_metrics_handle(h2o_req_t *req)
     dp_obs_t *o = dp_obs_of_req(req);
     if (o != NULL)
         o->skip = 1;
-    if (!ops_authorized(req)) {
+    if (!dp_obs_ops_authorized(req)) {
         req->res.status = 401;
         req->res.reason = tg_http_reason(401);
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));

@@ -128,6 +128,9 @@ void dp_obs_capture(dp_obs_t *o, const char *data, size_t len);
 void dp_obs_note_error(h2o_req_t *req, int status, const char *code);
 
 /* GET /metrics (the router sends it here). */
+/* The ops endpoints' check (/metrics, /tollgate/v1/breakers): 1 when TOLLGATE_OPS_TOKEN is unset or
+ * the request carries it as a Bearer token. */
+int dp_obs_ops_authorized(h2o_req_t *req);
 int dp_obs_metrics_handle(h2o_req_t *req);
 
 /* ---- pieces, exposed for their unit tests */

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 #include "ingress/ingress.h"
+#include "observe/observe.h"
 #include "routing/breaker.h"
 #include "tollgate/buf.h"
 
@@ -28,30 +29,10 @@ add_one(void *ctx, const char *provider_id, const char *provider_name, const cha
                    (unsigned long long)consecutive_failures);
 }
 
-/* Constant-time comparison of the Authorization header with "Bearer <token>". */
-static int
-authorized(h2o_req_t *req)
-{
-    const char *token = getenv("TOLLGATE_OPS_TOKEN");
-    if (token == NULL || token[0] == '\0')
-        return 1;
-    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
-    if (i < 0)
-        return 0;
-    h2o_iovec_t v = req->headers.entries[i].value;
-    size_t tlen = strlen(token);
-    if (v.len != 7 + tlen || strncasecmp(v.base, "Bearer ", 7) != 0)
-        return 0;
-    unsigned char diff = 0;
-    for (size_t k = 0; k < tlen; k++)
-        diff |= (unsigned char)(v.base[7 + k] ^ token[k]);
-    return diff == 0;
-}
-
 int
 dp_ops_breakers_handle(h2o_req_t *req)
 {
-    if (!authorized(req)) {
+    if (!dp_obs_ops_authorized(req)) {
         dp_send_json(req, 401,
                      H2O_STRLIT("{\"error\":{\"message\":\"A valid ops token is required.\",\"type\":"
                                 "\"authentication_error\",\"code\":\"invalid_ops_token\"}}\n"));

@@ -28,6 +28,9 @@ void tg_derive_key(const void *secret, size_t secretlen, const char *label, uint
 int tg_ct_equal(const void *a, const void *b, size_t len);
 /* Constant-time comparison of two NUL-terminated strings (the length may leak, the content does not). */
 int tg_ct_streq(const char *a, const char *b);
+/* 1 when an Authorization header value (not NUL-terminated) is "Bearer <token>" (scheme in any case),
+ * comparing the token in constant time; 0 otherwise. */
+int tg_bearer_matches(const char *value, size_t len, const char *token);
 
 /* Cryptographically strong random bytes. 0 or -1. */
 int tg_random_bytes(void *buf, size_t len);
