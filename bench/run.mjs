@@ -493,19 +493,19 @@ async function mainSuite() {
       }
     }
     if (want('budgets')) {
-      // Budgets and rate limits (issue 5): when the admin API has them, give the bench key a budget and
-      // a rate limit far above what the run spends, so every request goes through admission, and
-      // measure like chat-1k. Until then the probe says so.
-      const spec = { id: 'budgets', title: 'non-streaming chat, 1 KB, with a budget and a rate limit on the key' };
-      const p = await probe(`${c.adminUrl}/admin/v1/budgets`, { headers: { authorization: `Bearer ${c.adminToken}` } });
-      if (p.status !== 200) {
-        unavailable(spec, `GET /admin/v1/budgets answered ${p.status}: budgets and rate limits are not built yet (issue 5)`);
-      } else {
-        await c.admin('POST', '/admin/v1/budgets', { key_id: c.seeded.keyId, limit_usd: 1e9, period: 'month' });
-        await c.admin('POST', '/admin/v1/rate-limits', { key_id: c.seeded.keyId, requests_per_minute: 1e9 });
-        await sleep(500);
-        for (const conns of [1, 32]) await closedLoopPair(c, 'budgets', spec.title, 'chat1k', conns);
-      }
+      // Budgets and rate limits (issue 5): the bench key gets a budget at every level it can (key, and its
+      // tenant) and a rate limit, all far above what the run spends, so every request is admitted through
+      // reservation and settlement against leased allowances; measured like chat-1k.
+      const spec = { id: 'budgets', title: 'non-streaming chat, 1 KB, with budgets and a rate limit on the key' };
+      const tenantId = c.seeded.tenant.id;
+      await c.admin('POST', '/admin/v1/budgets',
+        { tenant_id: tenantId, scope: 'key', key_id: c.seeded.keyId, period: 'monthly', hard_usd: '1000000' });
+      await c.admin('POST', '/admin/v1/budgets',
+        { tenant_id: tenantId, scope: 'tenant', period: 'monthly', hard_usd: '1000000' });
+      await c.admin('POST', '/admin/v1/rate-limits',
+        { tenant_id: tenantId, scope: 'key', key_id: c.seeded.keyId, window_s: 60, requests_per_window: 1000000000 });
+      await sleep(500);
+      for (const conns of [1, 32]) await closedLoopPair(c, 'budgets', spec.title, 'chat1k', conns);
     }
 
     const ingestBefore = ingestFigures(c);
