@@ -92,6 +92,42 @@ test_period_and_expiry(void **state)
     dp_allowance_set_margin_ms(1000);
 }
 
+/* A request that retries while its ask is in flight (the 100 ms timer during a slow round trip) must not
+ * ask a second time: the control plane would grant the prefetch twice, and the second grant would come
+ * after the first had already served the request. */
+static void
+test_no_second_ask_in_flight(void **state)
+{
+    (void)state;
+    dp_allowance_t *a = dp_allowance_get("00000000-0000-0000-0000-000000000008", DP_LEASE_BUDGET);
+    dp_lease_t *l;
+    dp_allowance_ask_t ask;
+    assert_int_equal(dp_allowance_reserve(a, 1000, 40, &l), DP_RESERVE_WAIT);
+    assert_int_equal(dp_allowance_collect(a, 1000, 0, &ask), 1); /* the lease thread sends it */
+    assert_int_equal(ask.need, 40);
+    int64_t asked = ask.want;
+    assert_true(asked >= 40);
+    /* the retry while the answer is on its way: still waiting, nothing more to ask */
+    assert_int_equal(dp_allowance_reserve(a, 1000, 40, &l), DP_RESERVE_WAIT);
+    assert_int_equal(dp_allowance_reserve(a, 1000, 40, &l), DP_RESERVE_WAIT);
+    grant(a, asked, 1000000);
+    dp_allowance_ask_done(a);
+    assert_int_equal(dp_allowance_reserve(a, 1000, 40, &l), DP_RESERVE_OK);
+    assert_int_equal(dp_allowance_collect(a, 1000, 0, &ask), 0); /* no stale second ask */
+    assert_int_equal(ask.want, 0);
+    assert_int_equal(ask.need, 0);
+    dp_allowance_settle(l, 40, 40);
+    /* a lost answer: the next request that does not fit asks again */
+    dp_allowance_t *b = dp_allowance_get("00000000-0000-0000-0000-000000000009", DP_LEASE_BUDGET);
+    assert_int_equal(dp_allowance_reserve(b, 1000, 40, &l), DP_RESERVE_WAIT);
+    assert_int_equal(dp_allowance_collect(b, 1000, 0, &ask), 1);
+    dp_allowance_ask_done(b);
+    assert_int_equal(dp_allowance_reserve(b, 1000, 40, &l), DP_RESERVE_WAIT);
+    assert_int_equal(dp_allowance_collect(b, 1000, 0, &ask), 1);
+    assert_int_equal(ask.want, asked);
+    assert_int_equal(ask.need, 40);
+}
+
 /* ---- concurrency: N threads reserve and settle; the sum held never exceeds what was granted */
 
 struct race {
@@ -250,13 +286,10 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reserve_settle),
-        cmocka_unit_test(test_exhausted_gives_back),
-        cmocka_unit_test(test_period_and_expiry),
-        cmocka_unit_test(test_concurrent_never_exceed),
-        cmocka_unit_test(test_worst_case),
-        cmocka_unit_test(test_all_or_nothing),
-        cmocka_unit_test(test_glob),
+        cmocka_unit_test(test_reserve_settle),          cmocka_unit_test(test_exhausted_gives_back),
+        cmocka_unit_test(test_period_and_expiry),       cmocka_unit_test(test_no_second_ask_in_flight),
+        cmocka_unit_test(test_concurrent_never_exceed), cmocka_unit_test(test_worst_case),
+        cmocka_unit_test(test_all_or_nothing),          cmocka_unit_test(test_glob),
     };
     int rv = cmocka_run_group_tests(tests, NULL, NULL);
     dp_allowance_free_all();

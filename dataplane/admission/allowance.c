@@ -109,13 +109,19 @@ dp_allowance_reserve(dp_allowance_t *a, int64_t now_ms, int64_t amount, dp_lease
         l->inflight++;
         *ret_lease = l;
         /* low-water mark: ask before running out, so that a request that fits never waits */
-        if (l->granted - l->used < 2 * amount && !l->exhausted && l->remaining > 0 && a->want == 0) {
+        if (l->granted - l->used < 2 * amount && !l->exhausted && l->remaining > 0 && a->want == 0 && a->asking == 0) {
             a->want = amount * PREFETCH_FACTOR;
             wake = 1;
         }
         rv = DP_RESERVE_OK;
     } else if (l != NULL && l->exhausted && tg_mono_ns() - l->exhausted_at_ns < EXHAUSTED_FOR_NS) {
         rv = DP_RESERVE_EXHAUSTED;
+    } else if (a->asking > 0) {
+        /* an ask is on its way: its answer wakes every parked request, which retries then. Asking again
+         * now (the retry timer fires while a slow round trip is in flight) would be answered after the
+         * first grant already served this request: the same prefetch granted twice, taken from the
+         * other dataplanes' share. */
+        rv = DP_RESERVE_WAIT;
     } else {
         int64_t have = l != NULL ? l->granted - l->used : 0;
         if (a->want < amount * PREFETCH_FACTOR)
@@ -214,9 +220,19 @@ dp_allowance_collect(dp_allowance_t *a, int64_t now_ms, int64_t renew_before_ms,
     ret->want = a->want;
     ret->need = a->need;
     a->want = 0;
+    if (ret->want > 0 || ret->need > 0)
+        a->asking = ret->want > ret->need ? ret->want : ret->need;
     /* renew what we hold before it expires, so a live dataplane never loses its share */
     int renew = same_period && l->granted > 0 && l->usable_until_ms - now_ms < renew_before_ms;
     int any = ret->want > 0 || ret->need > 0 || ret->release > 0 || renew;
     pthread_mutex_unlock(&a->mu);
     return any;
+}
+
+void
+dp_allowance_ask_done(dp_allowance_t *a)
+{
+    pthread_mutex_lock(&a->mu);
+    a->asking = 0;
+    pthread_mutex_unlock(&a->mu);
 }

@@ -50,6 +50,7 @@ struct dp_allowance {
     dp_lease_t *leases;  /* newest first */
     int64_t want;        /* asked for by admission, taken by the lease thread */
     int64_t need;        /* the smallest amount that unblocks a waiting request (0: prefetch only) */
+    int64_t asking;      /* want + need of the ask in flight (0: none); admission adds none meanwhile */
     int64_t last_amount; /* the latest reservation, sizes the low-water mark */
     int64_t soft;        /* budgets: the soft threshold (-1: none), from the snapshot */
     int64_t warned_period;
@@ -89,6 +90,10 @@ typedef struct dp_allowance_ask {
     int64_t want, need, release;
 } dp_allowance_ask_t;
 int dp_allowance_collect(dp_allowance_t *a, int64_t now_ms, int64_t renew_before_ms, dp_allowance_ask_t *ret);
+/* The ask collected for `a` was answered (after dp_allowance_apply) or lost: admission may ask again.
+ * Until then a request that does not fit waits for the answer instead of asking a second time, which
+ * would make the control plane grant the same prefetch twice. */
+void dp_allowance_ask_done(dp_allowance_t *a);
 
 /* Sets by how long before its expiry a lease stops being used (default 1000 ms). */
 void dp_allowance_set_margin_ms(int64_t ms);

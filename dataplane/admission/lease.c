@@ -68,6 +68,13 @@ apply_grant(const Tollgate__LeaseGrant *g, const int64_t *needs, dp_allowance_t 
     return again;
 }
 
+static void
+asks_done(dp_allowance_t **slots, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dp_allowance_ask_done(slots[i]);
+}
+
 /* One round: collect, send, apply. 0, 1 (go again now: allowance was given back), or -1 (no answer). */
 static int
 round_trip(int final)
@@ -116,7 +123,8 @@ round_trip(int final)
         /* what we meant to give back stays with the control plane as outstanding: never an overspend,
          * only an allowance stranded until the lease expires */
         tg_warn("dp.lease.failed", "asks=%zu error=\"%s\"", n, nng_strerror(rv));
-        dp_admission_wake_all(); /* parked requests see their wait bounded by the timer */
+        asks_done(slots, n);
+        dp_admission_wake_all(); /* parked requests ask again, their wait bounded by the timer */
         return -1;
     }
     int ok = -1;
@@ -133,6 +141,7 @@ round_trip(int final)
             tollgate__error__free_unpacked(e, NULL);
     }
     tg_wire_msg_dispose(&reply);
+    asks_done(slots, n); /* after the grant is applied: a request it did not serve asks again */
     dp_admission_wake_all();
     return ok;
 }
