@@ -221,6 +221,180 @@ describe('a per-second rate limit across 4 dataplanes', () => {
   });
 });
 
+describe('a concurrency limit across 2 dataplanes', () => {
+  test('never more than N requests hold a slot at once; 429s for the rest; the slots come back', async () => {
+    const N = 3;
+    const DELAY = 1500; // the mock holds each request this long
+    const dps = [0, 1];
+    const key = await newKey();
+    // concurrent = 0 first: refused at once (one slot can never fit), so a 429 proves a dataplane has the
+    // limit; then N, and a 200 on each proves the new value arrived
+    await c.sql(`INSERT INTO rate_limits (tenant_id, scope, key_id, concurrent) VALUES ($1, 'key', $2, 0)`,
+      [seed.tenant.id, key.id]);
+    const [{ id: limitId }] = await c.sql('SELECT id::text FROM rate_limits WHERE key_id = $1', [key.id]);
+    const quick = { model: MODEL, messages: [{ role: 'user', content: '[mock:tokens=1] slot' }] };
+    for (const i of dps) {
+      await waitFor(async () => (await c.chat(i, key.key, quick)).status === 429, 10000,
+        { intervalMs: 100, what: `dataplane ${i} to know the concurrency limit` });
+    }
+    await c.sql('UPDATE rate_limits SET concurrent = $1 WHERE id = $2', [N, limitId]);
+    for (const i of dps) {
+      await waitFor(async () => (await c.chat(i, key.key, quick)).status === 200, 10000,
+        { intervalMs: 100, what: `dataplane ${i} to admit under the raised limit` });
+    }
+
+    // A request holds its slot from admission to settlement, which contains the mock's delay; the mock's
+    // delay lies inside what the client saw, [sent, received]. So each 200 certainly held its slot over
+    // [received - DELAY, sent + DELAY] (when that is not empty): more than N of those intervals sharing
+    // an instant would prove more than N slots held at once. No timing is assumed for the check to hold.
+    const held = { model: MODEL, messages: [{ role: 'user', content: `[mock:tokens=1,delay_ms=${DELAY}] held` }] };
+    async function burst(n) {
+      return Promise.all(Array.from({ length: n }, async (_, j) => {
+        const sent = performance.now();
+        const r = await c.chat(dps[j % dps.length], key.key, held);
+        return { ...r, sent, received: performance.now() };
+      }));
+    }
+    const maxCertainOverlap = (oks) => {
+      const edges = [];
+      for (const r of oks) {
+        const from = r.received - DELAY;
+        const to = r.sent + DELAY;
+        if (from < to) edges.push([from, 1], [to, -1]);
+      }
+      edges.sort((a, b) => a[0] - b[0] || a[1] - b[1]); // an end before a start at the same instant
+      let cur = 0;
+      let max = 0;
+      for (const [, d] of edges) max = Math.max(max, (cur += d));
+      return max;
+    };
+
+    const results = await burst(4 * N);
+    const oks = results.filter((r) => r.status === 200);
+    const limited = results.filter((r) => r.status === 429);
+    assert.equal(oks.length + limited.length, results.length,
+      `only 200 and 429: ${JSON.stringify(results.map((r) => r.status))}`);
+    assert.ok(oks.length >= 1 && limited.length >= 1, `${oks.length} served, ${limited.length} limited`);
+    const overlap = maxCertainOverlap(oks);
+    assert.ok(overlap <= N, `${overlap} requests certainly held a slot at the same time (limit ${N})`);
+    const r429 = limited[0];
+    assert.equal(r429.body.error.code, 'rate_limit_exceeded', r429.text);
+    assert.equal(r429.body.error.type, 'requests');
+    assert.match(r429.body.error.message, /concurrent requests/);
+    assert.ok(Number(r429.headers.get('retry-after')) >= 1);
+
+    // The ledger never leased more slots than the limit, over both dataplanes.
+    const [{ out }] = await c.sql(
+      `SELECT coalesce(sum(outstanding), 0)::int AS out FROM allowance_leases WHERE limit_id = $1 AND kind = 'concurrent'`,
+      [limitId]);
+    assert.ok(out <= N, `${out} slots leased > ${N}`);
+
+    // Slots come back when requests end: twice N more requests, one after the other, are all served (a
+    // leaked slot would leave none after N). A dataplane believes a refusal for 200 ms: retry past it.
+    for (let j = 0; j < 2 * N; j++) {
+      const dp = dps[j % dps.length];
+      await waitFor(async () => (await c.chat(dp, key.key, quick)).status === 200, 5000,
+        { intervalMs: 100, what: `sequential request ${j} on dataplane ${dp}` });
+    }
+    // and a second burst is limited the same way
+    const again = await burst(2 * N);
+    const oks2 = again.filter((r) => r.status === 200);
+    assert.deepEqual(again.filter((r) => r.status !== 200 && r.status !== 429).map((r) => r.text), []);
+    assert.ok(oks2.length >= 1, 'the second burst was served too');
+    assert.ok(maxCertainOverlap(oks2) <= N);
+  });
+});
+
+describe('a per-second token limit across 4 dataplanes', () => {
+  test('the tokens of the 200s in each window never exceed the limit; 429s carry the -tokens headers', async (t) => {
+    const LIMIT = 2000; // about 8 of the requests below by their worst case (body bytes + max_tokens)
+    const team = await newTeam();
+    const key = await newKey({ team });
+    await c.sql(
+      `INSERT INTO rate_limits (tenant_id, scope, team_id, window_s, tokens_per_window)
+       VALUES ($1, 'team', $2, 1, $3)`, [seed.tenant.id, team, LIMIT]);
+    // the probe's worst case (10M tokens) can never fit: a 429 proves the dataplane has the limit
+    for (const [i] of c.dataplanes.entries()) {
+      await waitFor(async () => (await c.chat(i, key.key, probe)).status === 429, 10000,
+        { intervalMs: 100, what: `dataplane ${i} to know the token limit` });
+    }
+    const knownSec = Math.floor(Date.now() / 1000) + 1;
+    const body = { model: MODEL, max_tokens: 100, messages: [{ role: 'user', content: '[mock:tokens=100] tokens' }] };
+    let sample429 = null;
+    const statuses = new Map();
+    const deadline = Date.now() + 60000;
+    for (let rounds = 0; Date.now() < deadline && rounds < 40; rounds++) {
+      const results = await Promise.all(Array.from({ length: 48 }, (_, i) => c.chat(i % N_DP, key.key, body)));
+      for (const r of results) {
+        statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+        if (r.status === 429 && !sample429) sample429 = r;
+      }
+      // enough of both, over at least two whole windows after every dataplane knew the limit
+      if ((statuses.get(429) ?? 0) > 100 && (statuses.get(200) ?? 0) > 20 && Date.now() > (knownSec + 2) * 1000) break;
+    }
+    assert.ok(sample429, `some requests were limited: ${JSON.stringify([...statuses])}`);
+    assert.deepEqual([...statuses.keys()].filter((s) => s !== 200 && s !== 429), [], 'only 200 and 429');
+    assert.equal(sample429.headers.get('x-ratelimit-limit-tokens'), String(LIMIT));
+    assert.equal(sample429.headers.get('x-ratelimit-remaining-tokens'), '0');
+    assert.match(sample429.headers.get('x-ratelimit-reset-tokens') ?? '', /^\d+s$/);
+    assert.equal(sample429.headers.get('x-ratelimit-limit-requests'), null);
+    assert.ok(Number(sample429.headers.get('retry-after')) >= 1);
+    assert.equal(sample429.body.error.code, 'rate_limit_exceeded');
+
+    await waitUsageCount([key.id], statuses.get(200));
+    const perWindow = await c.sql(
+      `SELECT floor(extract(epoch FROM ts))::bigint AS w, count(*)::int AS n,
+              sum(input_tokens + output_tokens)::int AS tokens
+         FROM usage_events WHERE key_id = $1 AND status = 200 AND ts >= to_timestamp($2)
+        GROUP BY 1 ORDER BY 3 DESC`, [key.id, knownSec]);
+    assert.ok(perWindow.length >= 2, 'several windows were used');
+    t.diagnostic(`per window (requests, tokens): ${perWindow.map((r) => `${r.n}/${r.tokens}`).join(' ')}`);
+    for (const row of perWindow) assert.ok(row.tokens <= LIMIT, `window ${row.w}: ${row.tokens} tokens > ${LIMIT}`);
+    assert.ok(perWindow[0].n >= 2, 'a window admitted several requests');
+  });
+});
+
+describe('429 in every dialect', () => {
+  test('Anthropic and Gemini get their own rate-limit error bodies and the x-ratelimit-* headers', async () => {
+    const key = await newKey();
+    // one request an hour: the first is served, the next ones are refused on every dataplane
+    await c.sql(`INSERT INTO rate_limits (tenant_id, scope, key_id, window_s, requests_per_window)
+                 VALUES ($1, 'key', $2, 3600, 1)`, [seed.tenant.id, key.id]);
+    const aBody = { model: MODEL, max_tokens: 5, messages: [{ role: 'user', content: '[mock:tokens=1] hi' }] };
+    const gBody = { contents: [{ role: 'user', parts: [{ text: '[mock:tokens=1] hi' }] }] };
+    const anthropic = () => fetch(`${c.dataplanes[1].url}/anthropic/v1/messages`, {
+      method: 'POST', headers: { 'x-api-key': key.key, 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+      body: JSON.stringify(aBody), signal: AbortSignal.timeout(10000) });
+    const gemini = () => fetch(`${c.dataplanes[2].url}/genai/v1beta/models/${MODEL}:generateContent`, {
+      method: 'POST', headers: { 'x-goog-api-key': key.key, 'content-type': 'application/json' },
+      body: JSON.stringify(gBody), signal: AbortSignal.timeout(10000) });
+    // bounded: a window boundary (or the snapshot arriving) can let one more through
+    const until429 = async (send, what) => waitFor(async () => {
+      const r = await send();
+      return r.status === 429 ? r : (assert.equal(r.status, 200, await r.text()), null);
+    }, 10000, { intervalMs: 100, what });
+    const checkHeaders = (r) => {
+      assert.equal(r.headers.get('x-ratelimit-limit-requests'), '1');
+      assert.equal(r.headers.get('x-ratelimit-remaining-requests'), '0');
+      assert.match(r.headers.get('x-ratelimit-reset-requests') ?? '', /^\d+s$/);
+      const retry = Number(r.headers.get('retry-after'));
+      assert.ok(retry >= 1 && retry <= 3600, `retry-after ${retry}`);
+    };
+    const a = await until429(anthropic, 'an Anthropic 429');
+    checkHeaders(a);
+    const ab = await a.json();
+    assert.equal(ab.type, 'error');
+    assert.equal(ab.error.type, 'rate_limit_error');
+    assert.match(ab.error.message, /Rate limit/);
+    const g = await until429(gemini, 'a Gemini 429');
+    checkHeaders(g);
+    const gb = await g.json();
+    assert.equal(gb.error.code, 429);
+    assert.equal(gb.error.status, 'RESOURCE_EXHAUSTED');
+    assert.match(gb.error.message, /Rate limit/);
+  });
+});
+
 describe('key restrictions and error bodies in each dialect', () => {
   const anthropic = (dp, key, body) => fetch(`${c.dataplanes[dp].url}/anthropic/v1/messages`, {
     method: 'POST', headers: { 'x-api-key': key, 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
