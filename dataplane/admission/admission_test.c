@@ -255,6 +255,48 @@ test_all_or_nothing(void **state)
     assert_int_equal(big->leases->used, 60);
 }
 
+/* ---- the soft threshold: named once the settled spend the control plane reported reaches it */
+
+static void
+test_soft_warning(void **state)
+{
+    (void)state;
+    dp_allowance_t *b = dp_allowance_get("00000000-0000-0000-0000-00000000000a", DP_LEASE_BUDGET);
+    int64_t now = tg_clock_now_ms();
+    dp_allowance_apply(b, 0, FAR_FUTURE, 1, 1000, 5000, 10000, now + 60000, 1);
+    dp_limit_t limits[1] = {
+        {.id = b->id, .kind = DP_LEASE_BUDGET, .hard = 2500000000, .soft = 2000000000, .allowance = b}};
+    uint32_t idx[1] = {0};
+    dp_vkey_t key = {.id = "k", .tenant_id = "t", .limits = idx, .n_limits = 1};
+    dp_snapshot_t snap = {.limits = limits, .n_limits = 1};
+    dp_worst_case_t w = {.prompt_tokens = 10, .output_tokens = 10, .cost_nanousd = 100};
+    dp_admission_t a1 = {0}, a2 = {0}, a3 = {0};
+    /* not told yet, then told less than the threshold: no warning */
+    assert_int_equal(dp_admission_begin(&a1, NULL, &snap, &key, "m", 1, &w), 0);
+    assert_int_equal(a1.n_warn, 0);
+    dp_admission_settle(&a1, 50, 20);
+    dp_allowance_set_settled(b, 0, 1999999999);
+    assert_int_equal(dp_admission_begin(&a2, NULL, &snap, &key, "m", 1, &w), 0);
+    assert_int_equal(a2.n_warn, 0);
+    dp_admission_settle(&a2, 50, 20);
+    /* crossed: named with the spend; another period's figure does not count */
+    dp_allowance_set_settled(b, 0, 2000000123);
+    dp_allowance_set_settled(b, 777, 1);
+    assert_int_equal(dp_admission_begin(&a3, NULL, &snap, &key, "m", 1, &w), 0);
+    assert_int_equal(a3.n_warn, 1);
+    char buf[160];
+    dp_admission_warning(&a3, 0, buf, sizeof(buf));
+    assert_string_equal(buf,
+                        "budget=00000000-0000-0000-0000-00000000000a; spent_usd=2.000000123; soft_usd=2; hard_usd=2.5");
+    dp_admission_settle(&a3, 50, 20);
+    /* a limit without a soft threshold never warns */
+    limits[0].soft = -1;
+    dp_admission_t a4 = {0};
+    assert_int_equal(dp_admission_begin(&a4, NULL, &snap, &key, "m", 1, &w), 0);
+    assert_int_equal(a4.n_warn, 0);
+    dp_admission_settle(&a4, 50, 20);
+}
+
 static void
 test_glob(void **state)
 {
@@ -286,10 +328,15 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reserve_settle),          cmocka_unit_test(test_exhausted_gives_back),
-        cmocka_unit_test(test_period_and_expiry),       cmocka_unit_test(test_no_second_ask_in_flight),
-        cmocka_unit_test(test_concurrent_never_exceed), cmocka_unit_test(test_worst_case),
-        cmocka_unit_test(test_all_or_nothing),          cmocka_unit_test(test_glob),
+        cmocka_unit_test(test_reserve_settle),
+        cmocka_unit_test(test_exhausted_gives_back),
+        cmocka_unit_test(test_period_and_expiry),
+        cmocka_unit_test(test_no_second_ask_in_flight),
+        cmocka_unit_test(test_concurrent_never_exceed),
+        cmocka_unit_test(test_worst_case),
+        cmocka_unit_test(test_all_or_nothing),
+        cmocka_unit_test(test_soft_warning),
+        cmocka_unit_test(test_glob),
     };
     int rv = cmocka_run_group_tests(tests, NULL, NULL);
     dp_allowance_free_all();

@@ -173,6 +173,7 @@ dp_allowance_apply(dp_allowance_t *a, int64_t period_start_ms, int64_t period_en
         n->period_start_ms = period_start_ms;
         n->period_end_ms = period_end_ms;
         n->epoch = epoch;
+        n->settled = l != NULL && l->period_start_ms == period_start_ms ? l->settled : -1;
         n->next = a->leases;
         a->leases = n;
         l = n;
@@ -181,13 +182,13 @@ dp_allowance_apply(dp_allowance_t *a, int64_t period_start_ms, int64_t period_en
     l->remaining = remaining;
     l->limit = limit;
     l->usable_until_ms = usable_until_ms - atomic_load(&margin_ms);
-    if (!need_met) {
+    if (need_met == 0) {
         l->exhausted = 1;
         l->exhausted_at_ns = tg_mono_ns();
         gave = give_back(l); /* too little to serve a request here: let another dataplane combine it */
-    } else {
+    } else if (need_met > 0) {
         l->exhausted = 0;
-    }
+    } /* < 0: a renewal or a release, not an ask for more: says nothing of what remains */
     a->need = 0;
     /* older leases nobody holds any more are done */
     for (dp_lease_t **pp = &l->next; *pp != NULL;) {
@@ -235,4 +236,23 @@ dp_allowance_ask_done(dp_allowance_t *a)
     pthread_mutex_lock(&a->mu);
     a->asking = 0;
     pthread_mutex_unlock(&a->mu);
+}
+
+void
+dp_allowance_set_settled(dp_allowance_t *a, int64_t period_start_ms, int64_t settled)
+{
+    pthread_mutex_lock(&a->mu);
+    for (dp_lease_t *l = a->leases; l != NULL; l = l->next)
+        if (l->period_start_ms == period_start_ms && settled > l->settled)
+            l->settled = settled; /* settlement only grows within a period */
+    pthread_mutex_unlock(&a->mu);
+}
+
+int64_t
+dp_lease_settled(dp_lease_t *l)
+{
+    pthread_mutex_lock(&l->slot->mu);
+    int64_t v = l->settled;
+    pthread_mutex_unlock(&l->slot->mu);
+    return v;
 }

@@ -38,6 +38,7 @@ typedef struct dp_lease {
     int64_t usable_until_ms; /* this process's clock: expiry minus the margin */
     int64_t remaining;       /* the control plane's last word on what remains globally */
     int64_t limit;
+    int64_t settled;          /* budgets: the period's settled spend at the last answer (-1: not told) */
     int exhausted;            /* the last ask could not be met */
     uint64_t exhausted_at_ns; /* when, monotonic */
 } dp_lease_t;
@@ -77,10 +78,16 @@ dp_reserve_result_t dp_allowance_reserve(dp_allowance_t *a, int64_t now_ms, int6
 int dp_allowance_settle(dp_lease_t *l, int64_t reserved, int64_t actual);
 
 /* A grant from the control plane (lease.c): the period and epoch it is for, what it added, what remains
- * globally, when it expires (already converted to this process's clock, margin applied). need_met: the
- * grant covered the amount that was needed. 1 when it gave allowance back (to be sent at once). */
+ * globally, when it expires (already converted to this process's clock, margin applied). need_met: 1 the
+ * grant covered the amount that was needed, 0 it did not (exhausted), -1 the ask asked for nothing more
+ * (a renewal or a release). 1 when it gave allowance back (to be sent at once). */
 int dp_allowance_apply(dp_allowance_t *a, int64_t period_start_ms, int64_t period_end_ms, uint64_t epoch,
                        int64_t granted, int64_t remaining, int64_t limit, int64_t usable_until_ms, int need_met);
+
+/* Budgets: what the control plane says the period starting at period_start_ms has settled so far (a
+ * grant carries it); read back with dp_lease_settled() for the soft-threshold warning. */
+void dp_allowance_set_settled(dp_allowance_t *a, int64_t period_start_ms, int64_t settled);
+int64_t dp_lease_settled(dp_lease_t *l);
 
 /* What the lease thread should send for `a` now: the lease it concerns (may be NULL: ask for the
  * current period), want, need and release. 1 when there is anything to send. Takes want/release. */

@@ -395,6 +395,58 @@ describe('429 in every dialect', () => {
   });
 });
 
+describe('the soft threshold of a budget', () => {
+  test('once the settled spend crosses it, responses carry x-tollgate-budget-warning naming the budget', async () => {
+    const key = await newKey();
+    const other = await newKey(); // same tenant, no budget: never warned
+    const SOFT = 5_000_000n; // $0.005: about five of the requests below
+    const HARD = 40_000_000n;
+    const [{ id: budget }] = await c.sql(
+      `INSERT INTO budgets (tenant_id, scope, key_id, period, hard_nanousd, soft_nanousd)
+       VALUES ($1, 'key', $2, 'total', $3, $4) RETURNING id::text`,
+      [seed.tenant.id, key.id, String(HARD), String(SOFT)]);
+    await waitBudgetKnown(key.key, 'the key budget');
+    const first = await c.chat(0, key.key, costly());
+    assert.equal(first.status, 200, first.text);
+    assert.equal(first.headers.get('x-tollgate-budget-warning'), null, 'nothing is spent yet');
+    // spend past the threshold, then wait for the ledger to settle it
+    for (let i = 0; i < 20 && (await settled(budget)) < SOFT; i++) {
+      const r = await c.chat(i % N_DP, key.key, costly());
+      assert.equal(r.status, 200, r.text);
+      if (i % 4 === 3) await waitUsageCount([key.id], i + 2);
+    }
+    await waitFor(async () => (await settled(budget)) >= SOFT, 10000, { what: 'the spend to cross the soft threshold' });
+    // every dataplane learns the settled spend with its next lease answer (renewals included)
+    const small = { model: MODEL, max_tokens: 5, messages: [{ role: 'user', content: '[mock:tokens=1] warn?' }] };
+    for (let i = 0; i < N_DP; i++) {
+      const r = await waitFor(async () => {
+        const res = await c.chat(i, key.key, small);
+        assert.equal(res.status, 200, res.text);
+        return res.headers.get('x-tollgate-budget-warning') ? res : null;
+      }, 10000, { intervalMs: 100, what: `dataplane ${i} to warn` });
+      const m = /^budget=([0-9a-f-]{36}); spent_usd=([0-9.]+); soft_usd=([0-9.]+); hard_usd=([0-9.]+)$/
+        .exec(r.headers.get('x-tollgate-budget-warning'));
+      assert.ok(m, r.headers.get('x-tollgate-budget-warning'));
+      assert.equal(m[1], budget);
+      assert.equal(m[3], '0.005');
+      assert.equal(m[4], '0.04');
+      const spent = BigInt(Math.round(Number(m[2]) * 1e9));
+      assert.ok(spent >= SOFT && spent <= (await settled(budget)), `spent ${m[2]}`);
+    }
+    // a stream carries it in its response headers too
+    const res = await fetch(`${c.dataplanes[0].url}/v1/chat/completions`, {
+      method: 'POST', headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ ...small, stream: true }), signal: AbortSignal.timeout(10000) });
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('x-tollgate-budget-warning') ?? '', new RegExp(`^budget=${budget};`));
+    await res.text();
+    // another key of the same tenant is not told about this key's budget
+    const o = await c.chat(1, other.key, small);
+    assert.equal(o.status, 200, o.text);
+    assert.equal(o.headers.get('x-tollgate-budget-warning'), null);
+  });
+});
+
 describe('key restrictions and error bodies in each dialect', () => {
   const anthropic = (dp, key, body) => fetch(`${c.dataplanes[dp].url}/anthropic/v1/messages`, {
     method: 'POST', headers: { 'x-api-key': key, 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
