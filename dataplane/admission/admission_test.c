@@ -128,6 +128,67 @@ test_no_second_ask_in_flight(void **state)
     assert_int_equal(ask.need, 40);
 }
 
+/* The next rate window is asked for shortly before it starts, once, and used only from its start: the
+ * current window keeps its own lease meanwhile. */
+static int
+n_leases(const dp_allowance_t *a)
+{
+    int n = 0;
+    for (const dp_lease_t *l = a->leases; l != NULL; l = l->next)
+        n++;
+    return n;
+}
+
+static void
+test_next_window(void **state)
+{
+    (void)state;
+    dp_allowance_t *a = dp_allowance_get("00000000-0000-0000-0000-00000000000b", DP_LEASE_REQUESTS);
+    dp_lease_t *l, *l2;
+    dp_allowance_ask_t ask;
+    dp_allowance_apply(a, 1000, 2000, 1, 10, 100, 100, FAR_FUTURE, 1);
+    /* an idle window predicts nothing */
+    assert_int_equal(dp_allowance_collect_next(a, 1600, 500, &ask), 0);
+    assert_int_equal(dp_allowance_reserve(a, 1100, 1, &l), DP_RESERVE_OK);
+    assert_int_equal(dp_allowance_reserve(a, 1100, 1, &l), DP_RESERVE_OK);
+    assert_int_equal(dp_allowance_collect_next(a, 1400, 500, &ask), 0); /* too early */
+    assert_int_equal(dp_allowance_collect_next(a, 1400, 900, &ask), 0); /* never more than half a window */
+    assert_int_equal(dp_allowance_collect_next(a, 1600, 500, &ask), 1);
+    assert_int_equal(ask.period_start_ms, 2000);
+    assert_int_equal(ask.want, 2); /* what this window used */
+    assert_int_equal(ask.need, 0);
+    assert_int_equal(ask.epoch, 0);
+    assert_int_equal(dp_allowance_collect_next(a, 1700, 500, &ask), 0); /* once per window */
+    dp_allowance_apply(a, 2000, 3000, 2, 2, 50, 100, FAR_FUTURE, 1);
+    /* the current window still reserves from its own lease, and renews and releases it */
+    assert_int_equal(dp_allowance_reserve(a, 1800, 1, &l2), DP_RESERVE_OK);
+    assert_int_equal(l2->period_start_ms, 1000);
+    assert_int_equal(dp_allowance_collect(a, 1800, INT64_MAX, &ask), 1);
+    assert_int_equal(ask.period_start_ms, 1000);
+    assert_int_equal(ask.epoch, 1);
+    /* the first request of the next window finds its allowance already here */
+    assert_int_equal(dp_allowance_reserve(a, 2000, 1, &l2), DP_RESERVE_OK);
+    assert_int_equal(l2->period_start_ms, 2000);
+    assert_int_equal(dp_allowance_reserve(a, 2001, 1, &l2), DP_RESERVE_OK);
+    assert_int_equal(dp_allowance_reserve(a, 2002, 1, &l2), DP_RESERVE_WAIT); /* 2 granted: never more */
+    dp_allowance_ask_done(a);
+    assert_int_equal(n_leases(a), 2);
+    /* two windows on, the oldest one is dropped once nothing is in flight on it; the one before the
+     * newest stays */
+    dp_allowance_apply(a, 3000, 4000, 3, 1, 50, 100, FAR_FUTURE, 1);
+    assert_int_equal(n_leases(a), 3); /* the first window's 3 requests are still running */
+    for (int i = 0; i < 3; i++)
+        dp_allowance_settle(l, 1, 1);
+    dp_allowance_apply(a, 3000, 4000, 3, 0, 50, 100, FAR_FUTURE, -1);
+    assert_int_equal(n_leases(a), 2);
+    assert_int_equal(a->leases->next->period_start_ms, 2000);
+    /* budgets have no windows to prefetch */
+    dp_allowance_t *b = dp_allowance_get("00000000-0000-0000-0000-00000000000c", DP_LEASE_BUDGET);
+    dp_allowance_apply(b, 1000, 2000, 1, 10, 100, 100, FAR_FUTURE, 1);
+    assert_int_equal(dp_allowance_reserve(b, 1100, 1, &l), DP_RESERVE_OK);
+    assert_int_equal(dp_allowance_collect_next(b, 1900, 500, &ask), 0);
+}
+
 /* ---- concurrency: N threads reserve and settle; the sum held never exceeds what was granted */
 
 struct race {
@@ -336,6 +397,7 @@ main(void)
         cmocka_unit_test(test_worst_case),
         cmocka_unit_test(test_all_or_nothing),
         cmocka_unit_test(test_soft_warning),
+        cmocka_unit_test(test_next_window),
         cmocka_unit_test(test_glob),
     };
     int rv = cmocka_run_group_tests(tests, NULL, NULL);

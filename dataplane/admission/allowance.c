@@ -74,14 +74,32 @@ dp_allowance_free_all(void)
     }
 }
 
-/* The lease new reservations go to: the newest, inside its period and before its expiry. */
+/* The newest lease whose period contains now (a prefetched next window may be newer), or NULL. */
+static dp_lease_t *
+of_period(dp_allowance_t *a, int64_t now_ms)
+{
+    for (dp_lease_t *l = a->leases; l != NULL; l = l->next)
+        if (now_ms >= l->period_start_ms && now_ms < l->period_end_ms)
+            return l;
+    return NULL;
+}
+
+/* The lease new reservations go to: the newest of the current period, before its expiry. */
 static dp_lease_t *
 current(dp_allowance_t *a, int64_t now_ms)
 {
-    dp_lease_t *l = a->leases;
-    if (l == NULL || now_ms < l->period_start_ms || now_ms >= l->period_end_ms || now_ms >= l->usable_until_ms)
-        return NULL;
-    return l;
+    dp_lease_t *l = of_period(a, now_ms);
+    return l != NULL && now_ms < l->usable_until_ms ? l : NULL;
+}
+
+/* l is the newest lease of its period (older ones are other epochs, kept only for their requests). */
+static int
+newest_of_period(const dp_allowance_t *a, const dp_lease_t *l)
+{
+    for (const dp_lease_t *o = a->leases; o != l; o = o->next)
+        if (o->period_start_ms == l->period_start_ms)
+            return 0;
+    return 1;
 }
 
 /* Gives the free part of l back (told to the control plane by the lease thread). */
@@ -148,7 +166,7 @@ dp_allowance_settle(dp_lease_t *l, int64_t reserved, int64_t actual)
     l->used -= reserved - actual;
     l->inflight--;
     /* the last of a limit is shared out: what this request did not use goes back at once */
-    if ((l->remaining <= 0 || l->exhausted) && l == a->leases)
+    if ((l->remaining <= 0 || l->exhausted) && newest_of_period(a, l))
         tell = give_back(l);
     pthread_mutex_unlock(&a->mu);
     if (tell && dp_allowance_on_want != NULL)
@@ -162,10 +180,13 @@ dp_allowance_apply(dp_allowance_t *a, int64_t period_start_ms, int64_t period_en
 {
     int gave = 0;
     pthread_mutex_lock(&a->mu);
+    /* the newest lease of that period (a prefetched next window may sit before the current one) */
     dp_lease_t *l = a->leases;
+    while (l != NULL && l->period_start_ms != period_start_ms)
+        l = l->next;
     /* a reclaimed lease (another epoch) starts again from nothing; its reservations in flight settle
      * against the old object, which is no longer current */
-    if (l == NULL || l->period_start_ms != period_start_ms || l->epoch != epoch) {
+    if (l == NULL || l->epoch != epoch) {
         dp_lease_t *n = calloc(1, sizeof(*n));
         if (n == NULL)
             goto out;
@@ -173,7 +194,7 @@ dp_allowance_apply(dp_allowance_t *a, int64_t period_start_ms, int64_t period_en
         n->period_start_ms = period_start_ms;
         n->period_end_ms = period_end_ms;
         n->epoch = epoch;
-        n->settled = l != NULL && l->period_start_ms == period_start_ms ? l->settled : -1;
+        n->settled = l != NULL ? l->settled : -1;
         n->next = a->leases;
         a->leases = n;
         l = n;
@@ -190,10 +211,20 @@ dp_allowance_apply(dp_allowance_t *a, int64_t period_start_ms, int64_t period_en
         l->exhausted = 0;
     } /* < 0: a renewal or a release, not an ask for more: says nothing of what remains */
     a->need = 0;
-    /* older leases nobody holds any more are done */
-    for (dp_lease_t **pp = &l->next; *pp != NULL;) {
+    /* Leases nobody holds any more are done when they are superseded: another epoch of the same
+     * period, or a period older than the newest one's predecessor (the current window stays while its
+     * successor is prefetched). */
+    int64_t newest = INT64_MIN, second = INT64_MIN;
+    for (dp_lease_t *o = a->leases; o != NULL; o = o->next)
+        if (o->period_start_ms > newest)
+            newest = o->period_start_ms;
+    for (dp_lease_t *o = a->leases; o != NULL; o = o->next)
+        if (o->period_start_ms < newest && o->period_start_ms > second)
+            second = o->period_start_ms;
+    for (dp_lease_t **pp = &a->leases; *pp != NULL;) {
         dp_lease_t *o = *pp;
-        if (o->inflight == 0) {
+        int superseded = !newest_of_period(a, o) || o->period_start_ms < second;
+        if (o->inflight == 0 && o != l && superseded) {
             *pp = o->next;
             free(o);
         } else {
@@ -210,8 +241,8 @@ dp_allowance_collect(dp_allowance_t *a, int64_t now_ms, int64_t renew_before_ms,
 {
     memset(ret, 0, sizeof(*ret));
     pthread_mutex_lock(&a->mu);
-    dp_lease_t *l = a->leases;
-    int same_period = l != NULL && now_ms >= l->period_start_ms && now_ms < l->period_end_ms;
+    dp_lease_t *l = of_period(a, now_ms);
+    int same_period = l != NULL;
     if (same_period) {
         ret->period_start_ms = l->period_start_ms;
         ret->epoch = l->epoch;
@@ -255,4 +286,33 @@ dp_lease_settled(dp_lease_t *l)
     int64_t v = l->settled;
     pthread_mutex_unlock(&l->slot->mu);
     return v;
+}
+
+int
+dp_allowance_collect_next(dp_allowance_t *a, int64_t now_ms, int64_t lead_ms, dp_allowance_ask_t *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    if (a->kind != DP_LEASE_REQUESTS && a->kind != DP_LEASE_TOKENS)
+        return 0;
+    pthread_mutex_lock(&a->mu);
+    dp_lease_t *l = of_period(a, now_ms);
+    int64_t len = l != NULL ? l->period_end_ms - l->period_start_ms : 0;
+    if (lead_ms > len / 2)
+        lead_ms = len / 2; /* never more than half a window early */
+    int any = 0;
+    /* only a window in use (something reserved in it) predicts the next; asked once per window */
+    if (l != NULL && l->used > 0 && now_ms >= l->period_end_ms - lead_ms && a->prefetched_for != l->period_end_ms) {
+        dp_lease_t *n;
+        for (n = a->leases; n != NULL && n->period_start_ms != l->period_end_ms; n = n->next)
+            ;
+        if (n == NULL) {
+            a->prefetched_for = l->period_end_ms;
+            ret->period_start_ms = l->period_end_ms;
+            /* as much as this window used, which the control plane caps at a fair share */
+            ret->want = l->used > a->last_amount ? l->used : a->last_amount;
+            any = ret->want > 0;
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
+    return any;
 }

@@ -48,12 +48,13 @@ struct dp_allowance {
     char id[40];
     dp_lease_kind_t kind;
     pthread_mutex_t mu;
-    dp_lease_t *leases;  /* newest first */
-    int64_t want;        /* asked for by admission, taken by the lease thread */
-    int64_t need;        /* the smallest amount that unblocks a waiting request (0: prefetch only) */
-    int64_t asking;      /* want + need of the ask in flight (0: none); admission adds none meanwhile */
-    int64_t last_amount; /* the latest reservation, sizes the low-water mark */
-    int64_t soft;        /* budgets: the soft threshold (-1: none), from the snapshot */
+    dp_lease_t *leases;     /* newest first */
+    int64_t want;           /* asked for by admission, taken by the lease thread */
+    int64_t need;           /* the smallest amount that unblocks a waiting request (0: prefetch only) */
+    int64_t asking;         /* want + need of the ask in flight (0: none); admission adds none meanwhile */
+    int64_t prefetched_for; /* rate windows: the start of the next window already asked for */
+    int64_t last_amount;    /* the latest reservation, sizes the low-water mark */
+    int64_t soft;           /* budgets: the soft threshold (-1: none), from the snapshot */
     int64_t warned_period;
 };
 
@@ -97,6 +98,13 @@ typedef struct dp_allowance_ask {
     int64_t want, need, release;
 } dp_allowance_ask_t;
 int dp_allowance_collect(dp_allowance_t *a, int64_t now_ms, int64_t renew_before_ms, dp_allowance_ask_t *ret);
+/* Rate windows (requests, tokens): the ask for the *next* window, lead_ms (at most half a window) before
+ * the current one ends, when the current window is in use; once per window. ret->period_start_ms is
+ * the next window's start; the control plane (migration 0006) leases that window from its own ledger
+ * row. The lease is used only once its window has begun, so the first request of a window finds
+ * allowance already here instead of waiting a round trip. 1 when there is an ask. */
+int dp_allowance_collect_next(dp_allowance_t *a, int64_t now_ms, int64_t lead_ms, dp_allowance_ask_t *ret);
+
 /* The ask collected for `a` was answered (after dp_allowance_apply) or lost: admission may ask again.
  * Until then a request that does not fit waits for the answer instead of asking a second time, which
  * would make the control plane grant the same prefetch twice. */

@@ -22,9 +22,10 @@
 #include "tollgate/clock.h"
 #include "tollgate/log.h"
 
-#define TICK_MS         250
-#define RENEW_BEFORE_MS 4000
-#define MAX_ASKS        4096
+#define TICK_MS             250
+#define RENEW_BEFORE_MS     4000
+#define NEXT_WINDOW_LEAD_MS 500 /* ask for a rate window's successor this long before it starts (at most half) */
+#define MAX_ASKS            4096
 
 extern void (*dp_allowance_on_want)(void);
 
@@ -89,28 +90,31 @@ exchange(int final)
     static int64_t needs[MAX_ASKS];
     static int asked[MAX_ASKS]; /* asked for more: the answer says whether the limit is exhausted */
     size_t n = 0;
-    for (dp_allowance_t *a = dp_allowance_first(); a != NULL && n < MAX_ASKS; a = a->next_all) {
-        dp_allowance_ask_t ask;
-        if (!dp_allowance_collect(a, now, final ? INT64_MAX / 4 : RENEW_BEFORE_MS, &ask))
-            continue;
-        if (final) { /* shutting down: give back, ask for nothing */
-            ask.want = ask.need = 0;
-            if (ask.release == 0)
-                continue;
+    for (dp_allowance_t *a = dp_allowance_first(); a != NULL && n + 2 <= MAX_ASKS; a = a->next_all) {
+        dp_allowance_ask_t ask[2];
+        int k = 0;
+        if (dp_allowance_collect(a, now, final ? INT64_MAX / 4 : RENEW_BEFORE_MS, &ask[0])) {
+            if (final) /* shutting down: give back, ask for nothing */
+                ask[0].want = ask[0].need = 0;
+            k += !final || ask[0].release > 0;
         }
-        tollgate__lease_ask__init(&asks[n]);
-        asks[n].limit_id = a->id;
-        asks[n].kind = (Tollgate__LeaseKind)a->kind;
-        asks[n].period_start_ms = ask.period_start_ms;
-        asks[n].want = ask.want > ask.need ? ask.want : ask.need;
-        asks[n].release = ask.release;
-        asks[n].epoch = ask.epoch;
-        asks[n].need = ask.need;
-        ptrs[n] = &asks[n];
-        slots[n] = a;
-        needs[n] = ask.need;
-        asked[n] = ask.want > 0 || ask.need > 0;
-        n++;
+        /* a rate window about to end: its successor too, so its first request finds allowance here */
+        if (!final && dp_allowance_collect_next(a, now, NEXT_WINDOW_LEAD_MS, &ask[k]))
+            k++;
+        for (int j = 0; j < k; j++, n++) {
+            tollgate__lease_ask__init(&asks[n]);
+            asks[n].limit_id = a->id;
+            asks[n].kind = (Tollgate__LeaseKind)a->kind;
+            asks[n].period_start_ms = ask[j].period_start_ms;
+            asks[n].want = ask[j].want > ask[j].need ? ask[j].want : ask[j].need;
+            asks[n].release = ask[j].release;
+            asks[n].epoch = ask[j].epoch;
+            asks[n].need = ask[j].need;
+            ptrs[n] = &asks[n];
+            slots[n] = a;
+            needs[n] = ask[j].need;
+            asked[n] = ask[j].want > 0 || ask[j].need > 0;
+        }
     }
     if (n == 0)
         return -2;
