@@ -30,6 +30,28 @@ setting(const char *name, int64_t def, int64_t min, int64_t max)
     return tg_env_int(name, def, min, max, &v) == 0 ? v : def;
 }
 
+/* What the period of a budget lease has settled so far, in the grant's transaction (the row
+ * tollgate_lease() just locked): the dataplane compares it with the soft threshold. */
+static int
+lease_settled(cp_t *cp, const Tollgate__LeaseState *ls, int64_t *ret, char *err, size_t errsz)
+{
+    char ps[24];
+    snprintf(ps, sizeof(ps), "%" PRId64, ls->period_start_ms);
+    const char *params[] = {ls->limit_id, ps};
+    PGresult *res;
+    if (cp_db_query(&cp->db, &res,
+                    "SELECT settled FROM allowance_periods WHERE limit_id = $1::uuid AND kind = 'budget'"
+                    " AND period_start = to_timestamp($2::bigint / 1000.0)",
+                    2, params, NULL, NULL) != 0) {
+        snprintf(err, errsz, "lease settled: %s", cp_db_errmsg(&cp->db, res));
+        PQclear(res);
+        return -1;
+    }
+    *ret = PQntuples(res) == 1 ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+    PQclear(res);
+    return 0;
+}
+
 int
 cp_lease_grant(cp_t *cp, const Tollgate__LeaseRequest *rq, Tollgate__LeaseGrant *ret, char *err, size_t errsz)
 {
@@ -104,6 +126,9 @@ cp_lease_grant(cp_t *cp, const Tollgate__LeaseRequest *rq, Tollgate__LeaseGrant 
             ls->expires_ms = strtoll(PQgetvalue(res, 0, 8), NULL, 10);
         }
         PQclear(res);
+        if (!ls->unknown && a->kind == TOLLGATE__LEASE_KIND__LEASE_BUDGET &&
+            lease_settled(cp, ls, &ls->settled, err, errsz) != 0)
+            goto rollback;
         if (ls->granted > 0 || a->release > 0)
             tg_info("cp.lease.granted",
                     "instance=%s limit=%s kind=%s want=%lld need=%lld release=%lld granted=%lld remaining=%lld",

@@ -126,6 +126,7 @@ try_reserve(dp_admission_t *a)
 {
     int64_t now = tg_clock_now_ms();
     const dp_vkey_t *k = a->key;
+    a->n_warn = 0;
     for (size_t i = 0; i < k->n_limits; i++) {
         const dp_limit_t *l = &a->snapshot->limits[k->limits[i]];
         if (l->model != NULL && (l->model_len != a->model_len || memcmp(l->model, a->model, a->model_len) != 0))
@@ -150,6 +151,14 @@ try_reserve(dp_admission_t *a)
             a->holds[a->n_holds].amount = amount;
             a->holds[a->n_holds].kind = l->kind;
             a->n_holds++;
+            if (l->kind == DP_LEASE_BUDGET && l->soft >= 0 && a->n_warn < DP_ADMISSION_MAX_WARN) {
+                int64_t settled = dp_lease_settled(lease);
+                if (settled >= 0 && settled >= l->soft) {
+                    a->warn[a->n_warn].limit = l;
+                    a->warn[a->n_warn].settled = settled;
+                    a->n_warn++;
+                }
+            }
             continue;
         }
         put_back(a);
@@ -161,6 +170,34 @@ try_reserve(dp_admission_t *a)
     }
     a->admitted_ms = now; /* inside every lease's period: the usage record settles in that period */
     return 0;
+}
+
+/* nano-USD as a decimal USD amount without trailing zeros: 1500000000 -> "1.5" */
+static size_t
+usd(char *buf, size_t size, int64_t nano)
+{
+    int n = snprintf(buf, size, "%s%lld.%09lld", nano < 0 ? "-" : "", (long long)(llabs(nano) / 1000000000),
+                     (long long)(llabs(nano) % 1000000000));
+    if (n < 0 || (size_t)n >= size)
+        return 0;
+    while (buf[n - 1] == '0')
+        n--;
+    if (buf[n - 1] == '.')
+        n--;
+    buf[n] = '\0';
+    return (size_t)n;
+}
+
+size_t
+dp_admission_warning(const dp_admission_t *a, int i, char *buf, size_t size)
+{
+    const dp_limit_t *l = a->warn[i].limit;
+    char spent[32], soft[32], hard[32];
+    usd(spent, sizeof(spent), a->warn[i].settled);
+    usd(soft, sizeof(soft), l->soft);
+    usd(hard, sizeof(hard), l->hard);
+    int n = snprintf(buf, size, "budget=%s; spent_usd=%s; soft_usd=%s; hard_usd=%s", l->id, spent, soft, hard);
+    return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
 }
 
 static void

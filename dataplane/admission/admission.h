@@ -17,6 +17,7 @@
 #include "config/snapshot.h"
 
 #define DP_ADMISSION_MAX_HOLDS 24
+#define DP_ADMISSION_MAX_WARN  4 /* budgets named in x-tollgate-budget-warning */
 
 typedef struct dp_admission_worker dp_admission_worker_t;
 typedef struct dp_admission dp_admission_t;
@@ -58,7 +59,14 @@ struct dp_admission {
     int64_t retry_after_s;
     int64_t reset_ms;    /* rate limits: when the window ends (this process's clock) */
     int64_t admitted_ms; /* the governance clock when every reservation was taken (0: no limits) */
-    unsigned parked : 1, done : 1, soft_crossed : 1;
+    /* admitted: the budgets whose soft threshold the period's settled spend has crossed, as of the
+     * control plane's last answer, and that spend */
+    struct {
+        const dp_limit_t *limit;
+        int64_t settled;
+    } warn[DP_ADMISSION_MAX_WARN];
+    int n_warn;
+    unsigned parked : 1, done : 1;
 };
 
 /* 0 admitted (reserved everywhere), 1 parked (on_ready follows on this worker's loop, bounded by the
@@ -68,6 +76,11 @@ int dp_admission_begin(dp_admission_t *a, dp_admission_worker_t *w, const dp_sna
 /* Ends the admission: cost and tokens actually used (0 for a failed call: failed attempts bill nothing).
  * Idempotent. A parked admission is unparked without its callback. */
 void dp_admission_settle(dp_admission_t *a, int64_t cost_nanousd, int64_t tokens);
+
+/* The value of the x-tollgate-budget-warning header for warning i (< a->n_warn), in buf:
+ * `budget=<id>; spent_usd=<settled>; soft_usd=<soft>; hard_usd=<hard>`. Only the caller's own budgets
+ * (the key's tenant, team and key) are ever named. Returns the length. */
+size_t dp_admission_warning(const dp_admission_t *a, int i, char *buf, size_t size);
 
 /* Per worker: the wakeup the lease thread sends when allowance arrives, and the timer that bounds waits.
  * new() and free() on the worker's loop thread. */

@@ -92,6 +92,103 @@ test_period_and_expiry(void **state)
     dp_allowance_set_margin_ms(1000);
 }
 
+/* A request that retries while its ask is in flight (the 100 ms timer during a slow round trip) must not
+ * ask a second time: the control plane would grant the prefetch twice, and the second grant would come
+ * after the first had already served the request. */
+static void
+test_no_second_ask_in_flight(void **state)
+{
+    (void)state;
+    dp_allowance_t *a = dp_allowance_get("00000000-0000-0000-0000-000000000008", DP_LEASE_BUDGET);
+    dp_lease_t *l;
+    dp_allowance_ask_t ask;
+    assert_int_equal(dp_allowance_reserve(a, 1000, 40, &l), DP_RESERVE_WAIT);
+    assert_int_equal(dp_allowance_collect(a, 1000, 0, &ask), 1); /* the lease thread sends it */
+    assert_int_equal(ask.need, 40);
+    int64_t asked = ask.want;
+    assert_true(asked >= 40);
+    /* the retry while the answer is on its way: still waiting, nothing more to ask */
+    assert_int_equal(dp_allowance_reserve(a, 1000, 40, &l), DP_RESERVE_WAIT);
+    assert_int_equal(dp_allowance_reserve(a, 1000, 40, &l), DP_RESERVE_WAIT);
+    grant(a, asked, 1000000);
+    dp_allowance_ask_done(a);
+    assert_int_equal(dp_allowance_reserve(a, 1000, 40, &l), DP_RESERVE_OK);
+    assert_int_equal(dp_allowance_collect(a, 1000, 0, &ask), 0); /* no stale second ask */
+    assert_int_equal(ask.want, 0);
+    assert_int_equal(ask.need, 0);
+    dp_allowance_settle(l, 40, 40);
+    /* a lost answer: the next request that does not fit asks again */
+    dp_allowance_t *b = dp_allowance_get("00000000-0000-0000-0000-000000000009", DP_LEASE_BUDGET);
+    assert_int_equal(dp_allowance_reserve(b, 1000, 40, &l), DP_RESERVE_WAIT);
+    assert_int_equal(dp_allowance_collect(b, 1000, 0, &ask), 1);
+    dp_allowance_ask_done(b);
+    assert_int_equal(dp_allowance_reserve(b, 1000, 40, &l), DP_RESERVE_WAIT);
+    assert_int_equal(dp_allowance_collect(b, 1000, 0, &ask), 1);
+    assert_int_equal(ask.want, asked);
+    assert_int_equal(ask.need, 40);
+}
+
+/* The next rate window is asked for shortly before it starts, once, and used only from its start: the
+ * current window keeps its own lease meanwhile. */
+static int
+n_leases(const dp_allowance_t *a)
+{
+    int n = 0;
+    for (const dp_lease_t *l = a->leases; l != NULL; l = l->next)
+        n++;
+    return n;
+}
+
+static void
+test_next_window(void **state)
+{
+    (void)state;
+    dp_allowance_t *a = dp_allowance_get("00000000-0000-0000-0000-00000000000b", DP_LEASE_REQUESTS);
+    dp_lease_t *l, *l2;
+    dp_allowance_ask_t ask;
+    dp_allowance_apply(a, 1000, 2000, 1, 10, 100, 100, FAR_FUTURE, 1);
+    /* an idle window predicts nothing */
+    assert_int_equal(dp_allowance_collect_next(a, 1600, 500, &ask), 0);
+    assert_int_equal(dp_allowance_reserve(a, 1100, 1, &l), DP_RESERVE_OK);
+    assert_int_equal(dp_allowance_reserve(a, 1100, 1, &l), DP_RESERVE_OK);
+    assert_int_equal(dp_allowance_collect_next(a, 1400, 500, &ask), 0); /* too early */
+    assert_int_equal(dp_allowance_collect_next(a, 1400, 900, &ask), 0); /* never more than half a window */
+    assert_int_equal(dp_allowance_collect_next(a, 1600, 500, &ask), 1);
+    assert_int_equal(ask.period_start_ms, 2000);
+    assert_int_equal(ask.want, 2); /* what this window used */
+    assert_int_equal(ask.need, 0);
+    assert_int_equal(ask.epoch, 0);
+    assert_int_equal(dp_allowance_collect_next(a, 1700, 500, &ask), 0); /* once per window */
+    dp_allowance_apply(a, 2000, 3000, 2, 2, 50, 100, FAR_FUTURE, 1);
+    /* the current window still reserves from its own lease, and renews and releases it */
+    assert_int_equal(dp_allowance_reserve(a, 1800, 1, &l2), DP_RESERVE_OK);
+    assert_int_equal(l2->period_start_ms, 1000);
+    assert_int_equal(dp_allowance_collect(a, 1800, INT64_MAX, &ask), 1);
+    assert_int_equal(ask.period_start_ms, 1000);
+    assert_int_equal(ask.epoch, 1);
+    /* the first request of the next window finds its allowance already here */
+    assert_int_equal(dp_allowance_reserve(a, 2000, 1, &l2), DP_RESERVE_OK);
+    assert_int_equal(l2->period_start_ms, 2000);
+    assert_int_equal(dp_allowance_reserve(a, 2001, 1, &l2), DP_RESERVE_OK);
+    assert_int_equal(dp_allowance_reserve(a, 2002, 1, &l2), DP_RESERVE_WAIT); /* 2 granted: never more */
+    dp_allowance_ask_done(a);
+    assert_int_equal(n_leases(a), 2);
+    /* two windows on, the oldest one is dropped once nothing is in flight on it; the one before the
+     * newest stays */
+    dp_allowance_apply(a, 3000, 4000, 3, 1, 50, 100, FAR_FUTURE, 1);
+    assert_int_equal(n_leases(a), 3); /* the first window's 3 requests are still running */
+    for (int i = 0; i < 3; i++)
+        dp_allowance_settle(l, 1, 1);
+    dp_allowance_apply(a, 3000, 4000, 3, 0, 50, 100, FAR_FUTURE, -1);
+    assert_int_equal(n_leases(a), 2);
+    assert_int_equal(a->leases->next->period_start_ms, 2000);
+    /* budgets have no windows to prefetch */
+    dp_allowance_t *b = dp_allowance_get("00000000-0000-0000-0000-00000000000c", DP_LEASE_BUDGET);
+    dp_allowance_apply(b, 1000, 2000, 1, 10, 100, 100, FAR_FUTURE, 1);
+    assert_int_equal(dp_allowance_reserve(b, 1100, 1, &l), DP_RESERVE_OK);
+    assert_int_equal(dp_allowance_collect_next(b, 1900, 500, &ask), 0);
+}
+
 /* ---- concurrency: N threads reserve and settle; the sum held never exceeds what was granted */
 
 struct race {
@@ -219,6 +316,48 @@ test_all_or_nothing(void **state)
     assert_int_equal(big->leases->used, 60);
 }
 
+/* ---- the soft threshold: named once the settled spend the control plane reported reaches it */
+
+static void
+test_soft_warning(void **state)
+{
+    (void)state;
+    dp_allowance_t *b = dp_allowance_get("00000000-0000-0000-0000-00000000000a", DP_LEASE_BUDGET);
+    int64_t now = tg_clock_now_ms();
+    dp_allowance_apply(b, 0, FAR_FUTURE, 1, 1000, 5000, 10000, now + 60000, 1);
+    dp_limit_t limits[1] = {
+        {.id = b->id, .kind = DP_LEASE_BUDGET, .hard = 2500000000, .soft = 2000000000, .allowance = b}};
+    uint32_t idx[1] = {0};
+    dp_vkey_t key = {.id = "k", .tenant_id = "t", .limits = idx, .n_limits = 1};
+    dp_snapshot_t snap = {.limits = limits, .n_limits = 1};
+    dp_worst_case_t w = {.prompt_tokens = 10, .output_tokens = 10, .cost_nanousd = 100};
+    dp_admission_t a1 = {0}, a2 = {0}, a3 = {0};
+    /* not told yet, then told less than the threshold: no warning */
+    assert_int_equal(dp_admission_begin(&a1, NULL, &snap, &key, "m", 1, &w), 0);
+    assert_int_equal(a1.n_warn, 0);
+    dp_admission_settle(&a1, 50, 20);
+    dp_allowance_set_settled(b, 0, 1999999999);
+    assert_int_equal(dp_admission_begin(&a2, NULL, &snap, &key, "m", 1, &w), 0);
+    assert_int_equal(a2.n_warn, 0);
+    dp_admission_settle(&a2, 50, 20);
+    /* crossed: named with the spend; another period's figure does not count */
+    dp_allowance_set_settled(b, 0, 2000000123);
+    dp_allowance_set_settled(b, 777, 1);
+    assert_int_equal(dp_admission_begin(&a3, NULL, &snap, &key, "m", 1, &w), 0);
+    assert_int_equal(a3.n_warn, 1);
+    char buf[160];
+    dp_admission_warning(&a3, 0, buf, sizeof(buf));
+    assert_string_equal(buf,
+                        "budget=00000000-0000-0000-0000-00000000000a; spent_usd=2.000000123; soft_usd=2; hard_usd=2.5");
+    dp_admission_settle(&a3, 50, 20);
+    /* a limit without a soft threshold never warns */
+    limits[0].soft = -1;
+    dp_admission_t a4 = {0};
+    assert_int_equal(dp_admission_begin(&a4, NULL, &snap, &key, "m", 1, &w), 0);
+    assert_int_equal(a4.n_warn, 0);
+    dp_admission_settle(&a4, 50, 20);
+}
+
 static void
 test_glob(void **state)
 {
@@ -253,9 +392,12 @@ main(void)
         cmocka_unit_test(test_reserve_settle),
         cmocka_unit_test(test_exhausted_gives_back),
         cmocka_unit_test(test_period_and_expiry),
+        cmocka_unit_test(test_no_second_ask_in_flight),
         cmocka_unit_test(test_concurrent_never_exceed),
         cmocka_unit_test(test_worst_case),
         cmocka_unit_test(test_all_or_nothing),
+        cmocka_unit_test(test_soft_warning),
+        cmocka_unit_test(test_next_window),
         cmocka_unit_test(test_glob),
     };
     int rv = cmocka_run_group_tests(tests, NULL, NULL);

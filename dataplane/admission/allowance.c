@@ -74,14 +74,32 @@ dp_allowance_free_all(void)
     }
 }
 
-/* The lease new reservations go to: the newest, inside its period and before its expiry. */
+/* The newest lease whose period contains now (a prefetched next window may be newer), or NULL. */
+static dp_lease_t *
+of_period(dp_allowance_t *a, int64_t now_ms)
+{
+    for (dp_lease_t *l = a->leases; l != NULL; l = l->next)
+        if (now_ms >= l->period_start_ms && now_ms < l->period_end_ms)
+            return l;
+    return NULL;
+}
+
+/* The lease new reservations go to: the newest of the current period, before its expiry. */
 static dp_lease_t *
 current(dp_allowance_t *a, int64_t now_ms)
 {
-    dp_lease_t *l = a->leases;
-    if (l == NULL || now_ms < l->period_start_ms || now_ms >= l->period_end_ms || now_ms >= l->usable_until_ms)
-        return NULL;
-    return l;
+    dp_lease_t *l = of_period(a, now_ms);
+    return l != NULL && now_ms < l->usable_until_ms ? l : NULL;
+}
+
+/* l is the newest lease of its period (older ones are other epochs, kept only for their requests). */
+static int
+newest_of_period(const dp_allowance_t *a, const dp_lease_t *l)
+{
+    for (const dp_lease_t *o = a->leases; o != l; o = o->next)
+        if (o->period_start_ms == l->period_start_ms)
+            return 0;
+    return 1;
 }
 
 /* Gives the free part of l back (told to the control plane by the lease thread). */
@@ -109,13 +127,19 @@ dp_allowance_reserve(dp_allowance_t *a, int64_t now_ms, int64_t amount, dp_lease
         l->inflight++;
         *ret_lease = l;
         /* low-water mark: ask before running out, so that a request that fits never waits */
-        if (l->granted - l->used < 2 * amount && !l->exhausted && l->remaining > 0 && a->want == 0) {
+        if (l->granted - l->used < 2 * amount && !l->exhausted && l->remaining > 0 && a->want == 0 && a->asking == 0) {
             a->want = amount * PREFETCH_FACTOR;
             wake = 1;
         }
         rv = DP_RESERVE_OK;
     } else if (l != NULL && l->exhausted && tg_mono_ns() - l->exhausted_at_ns < EXHAUSTED_FOR_NS) {
         rv = DP_RESERVE_EXHAUSTED;
+    } else if (a->asking > 0) {
+        /* an ask is on its way: its answer wakes every parked request, which retries then. Asking again
+         * now (the retry timer fires while a slow round trip is in flight) would be answered after the
+         * first grant already served this request: the same prefetch granted twice, taken from the
+         * other dataplanes' share. */
+        rv = DP_RESERVE_WAIT;
     } else {
         int64_t have = l != NULL ? l->granted - l->used : 0;
         if (a->want < amount * PREFETCH_FACTOR)
@@ -142,7 +166,7 @@ dp_allowance_settle(dp_lease_t *l, int64_t reserved, int64_t actual)
     l->used -= reserved - actual;
     l->inflight--;
     /* the last of a limit is shared out: what this request did not use goes back at once */
-    if ((l->remaining <= 0 || l->exhausted) && l == a->leases)
+    if ((l->remaining <= 0 || l->exhausted) && newest_of_period(a, l))
         tell = give_back(l);
     pthread_mutex_unlock(&a->mu);
     if (tell && dp_allowance_on_want != NULL)
@@ -156,10 +180,13 @@ dp_allowance_apply(dp_allowance_t *a, int64_t period_start_ms, int64_t period_en
 {
     int gave = 0;
     pthread_mutex_lock(&a->mu);
+    /* the newest lease of that period (a prefetched next window may sit before the current one) */
     dp_lease_t *l = a->leases;
+    while (l != NULL && l->period_start_ms != period_start_ms)
+        l = l->next;
     /* a reclaimed lease (another epoch) starts again from nothing; its reservations in flight settle
      * against the old object, which is no longer current */
-    if (l == NULL || l->period_start_ms != period_start_ms || l->epoch != epoch) {
+    if (l == NULL || l->epoch != epoch) {
         dp_lease_t *n = calloc(1, sizeof(*n));
         if (n == NULL)
             goto out;
@@ -167,6 +194,7 @@ dp_allowance_apply(dp_allowance_t *a, int64_t period_start_ms, int64_t period_en
         n->period_start_ms = period_start_ms;
         n->period_end_ms = period_end_ms;
         n->epoch = epoch;
+        n->settled = l != NULL ? l->settled : -1;
         n->next = a->leases;
         a->leases = n;
         l = n;
@@ -175,18 +203,28 @@ dp_allowance_apply(dp_allowance_t *a, int64_t period_start_ms, int64_t period_en
     l->remaining = remaining;
     l->limit = limit;
     l->usable_until_ms = usable_until_ms - atomic_load(&margin_ms);
-    if (!need_met) {
+    if (need_met == 0) {
         l->exhausted = 1;
         l->exhausted_at_ns = tg_mono_ns();
         gave = give_back(l); /* too little to serve a request here: let another dataplane combine it */
-    } else {
+    } else if (need_met > 0) {
         l->exhausted = 0;
-    }
+    } /* < 0: a renewal or a release, not an ask for more: says nothing of what remains */
     a->need = 0;
-    /* older leases nobody holds any more are done */
-    for (dp_lease_t **pp = &l->next; *pp != NULL;) {
+    /* Leases nobody holds any more are done when they are superseded: another epoch of the same
+     * period, or a period older than the newest one's predecessor (the current window stays while its
+     * successor is prefetched). */
+    int64_t newest = INT64_MIN, second = INT64_MIN;
+    for (dp_lease_t *o = a->leases; o != NULL; o = o->next)
+        if (o->period_start_ms > newest)
+            newest = o->period_start_ms;
+    for (dp_lease_t *o = a->leases; o != NULL; o = o->next)
+        if (o->period_start_ms < newest && o->period_start_ms > second)
+            second = o->period_start_ms;
+    for (dp_lease_t **pp = &a->leases; *pp != NULL;) {
         dp_lease_t *o = *pp;
-        if (o->inflight == 0) {
+        int superseded = !newest_of_period(a, o) || o->period_start_ms < second;
+        if (o->inflight == 0 && o != l && superseded) {
             *pp = o->next;
             free(o);
         } else {
@@ -203,8 +241,8 @@ dp_allowance_collect(dp_allowance_t *a, int64_t now_ms, int64_t renew_before_ms,
 {
     memset(ret, 0, sizeof(*ret));
     pthread_mutex_lock(&a->mu);
-    dp_lease_t *l = a->leases;
-    int same_period = l != NULL && now_ms >= l->period_start_ms && now_ms < l->period_end_ms;
+    dp_lease_t *l = of_period(a, now_ms);
+    int same_period = l != NULL;
     if (same_period) {
         ret->period_start_ms = l->period_start_ms;
         ret->epoch = l->epoch;
@@ -214,9 +252,67 @@ dp_allowance_collect(dp_allowance_t *a, int64_t now_ms, int64_t renew_before_ms,
     ret->want = a->want;
     ret->need = a->need;
     a->want = 0;
+    if (ret->want > 0 || ret->need > 0)
+        a->asking = ret->want > ret->need ? ret->want : ret->need;
     /* renew what we hold before it expires, so a live dataplane never loses its share */
     int renew = same_period && l->granted > 0 && l->usable_until_ms - now_ms < renew_before_ms;
     int any = ret->want > 0 || ret->need > 0 || ret->release > 0 || renew;
+    pthread_mutex_unlock(&a->mu);
+    return any;
+}
+
+void
+dp_allowance_ask_done(dp_allowance_t *a)
+{
+    pthread_mutex_lock(&a->mu);
+    a->asking = 0;
+    pthread_mutex_unlock(&a->mu);
+}
+
+void
+dp_allowance_set_settled(dp_allowance_t *a, int64_t period_start_ms, int64_t settled)
+{
+    pthread_mutex_lock(&a->mu);
+    for (dp_lease_t *l = a->leases; l != NULL; l = l->next)
+        if (l->period_start_ms == period_start_ms && settled > l->settled)
+            l->settled = settled; /* settlement only grows within a period */
+    pthread_mutex_unlock(&a->mu);
+}
+
+int64_t
+dp_lease_settled(dp_lease_t *l)
+{
+    pthread_mutex_lock(&l->slot->mu);
+    int64_t v = l->settled;
+    pthread_mutex_unlock(&l->slot->mu);
+    return v;
+}
+
+int
+dp_allowance_collect_next(dp_allowance_t *a, int64_t now_ms, int64_t lead_ms, dp_allowance_ask_t *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    if (a->kind != DP_LEASE_REQUESTS && a->kind != DP_LEASE_TOKENS)
+        return 0;
+    pthread_mutex_lock(&a->mu);
+    dp_lease_t *l = of_period(a, now_ms);
+    int64_t len = l != NULL ? l->period_end_ms - l->period_start_ms : 0;
+    if (lead_ms > len / 2)
+        lead_ms = len / 2; /* never more than half a window early */
+    int any = 0;
+    /* only a window in use (something reserved in it) predicts the next; asked once per window */
+    if (l != NULL && l->used > 0 && now_ms >= l->period_end_ms - lead_ms && a->prefetched_for != l->period_end_ms) {
+        dp_lease_t *n;
+        for (n = a->leases; n != NULL && n->period_start_ms != l->period_end_ms; n = n->next)
+            ;
+        if (n == NULL) {
+            a->prefetched_for = l->period_end_ms;
+            ret->period_start_ms = l->period_end_ms;
+            /* as much as this window used, which the control plane caps at a fair share */
+            ret->want = l->used > a->last_amount ? l->used : a->last_amount;
+            any = ret->want > 0;
+        }
+    }
     pthread_mutex_unlock(&a->mu);
     return any;
 }

@@ -38,6 +38,7 @@ typedef struct dp_lease {
     int64_t usable_until_ms; /* this process's clock: expiry minus the margin */
     int64_t remaining;       /* the control plane's last word on what remains globally */
     int64_t limit;
+    int64_t settled;          /* budgets: the period's settled spend at the last answer (-1: not told) */
     int exhausted;            /* the last ask could not be met */
     uint64_t exhausted_at_ns; /* when, monotonic */
 } dp_lease_t;
@@ -47,11 +48,13 @@ struct dp_allowance {
     char id[40];
     dp_lease_kind_t kind;
     pthread_mutex_t mu;
-    dp_lease_t *leases;  /* newest first */
-    int64_t want;        /* asked for by admission, taken by the lease thread */
-    int64_t need;        /* the smallest amount that unblocks a waiting request (0: prefetch only) */
-    int64_t last_amount; /* the latest reservation, sizes the low-water mark */
-    int64_t soft;        /* budgets: the soft threshold (-1: none), from the snapshot */
+    dp_lease_t *leases;     /* newest first */
+    int64_t want;           /* asked for by admission, taken by the lease thread */
+    int64_t need;           /* the smallest amount that unblocks a waiting request (0: prefetch only) */
+    int64_t asking;         /* want + need of the ask in flight (0: none); admission adds none meanwhile */
+    int64_t prefetched_for; /* rate windows: the start of the next window already asked for */
+    int64_t last_amount;    /* the latest reservation, sizes the low-water mark */
+    int64_t soft;           /* budgets: the soft threshold (-1: none), from the snapshot */
     int64_t warned_period;
 };
 
@@ -76,10 +79,16 @@ dp_reserve_result_t dp_allowance_reserve(dp_allowance_t *a, int64_t now_ms, int6
 int dp_allowance_settle(dp_lease_t *l, int64_t reserved, int64_t actual);
 
 /* A grant from the control plane (lease.c): the period and epoch it is for, what it added, what remains
- * globally, when it expires (already converted to this process's clock, margin applied). need_met: the
- * grant covered the amount that was needed. 1 when it gave allowance back (to be sent at once). */
+ * globally, when it expires (already converted to this process's clock, margin applied). need_met: 1 the
+ * grant covered the amount that was needed, 0 it did not (exhausted), -1 the ask asked for nothing more
+ * (a renewal or a release). 1 when it gave allowance back (to be sent at once). */
 int dp_allowance_apply(dp_allowance_t *a, int64_t period_start_ms, int64_t period_end_ms, uint64_t epoch,
                        int64_t granted, int64_t remaining, int64_t limit, int64_t usable_until_ms, int need_met);
+
+/* Budgets: what the control plane says the period starting at period_start_ms has settled so far (a
+ * grant carries it); read back with dp_lease_settled() for the soft-threshold warning. */
+void dp_allowance_set_settled(dp_allowance_t *a, int64_t period_start_ms, int64_t settled);
+int64_t dp_lease_settled(dp_lease_t *l);
 
 /* What the lease thread should send for `a` now: the lease it concerns (may be NULL: ask for the
  * current period), want, need and release. 1 when there is anything to send. Takes want/release. */
@@ -89,6 +98,17 @@ typedef struct dp_allowance_ask {
     int64_t want, need, release;
 } dp_allowance_ask_t;
 int dp_allowance_collect(dp_allowance_t *a, int64_t now_ms, int64_t renew_before_ms, dp_allowance_ask_t *ret);
+/* Rate windows (requests, tokens): the ask for the *next* window, lead_ms (at most half a window) before
+ * the current one ends, when the current window is in use; once per window. ret->period_start_ms is
+ * the next window's start; the control plane (migration 0006) leases that window from its own ledger
+ * row. The lease is used only once its window has begun, so the first request of a window finds
+ * allowance already here instead of waiting a round trip. 1 when there is an ask. */
+int dp_allowance_collect_next(dp_allowance_t *a, int64_t now_ms, int64_t lead_ms, dp_allowance_ask_t *ret);
+
+/* The ask collected for `a` was answered (after dp_allowance_apply) or lost: admission may ask again.
+ * Until then a request that does not fit waits for the answer instead of asking a second time, which
+ * would make the control plane grant the same prefetch twice. */
+void dp_allowance_ask_done(dp_allowance_t *a);
 
 /* Sets by how long before its expiry a lease stops being used (default 1000 ms). */
 void dp_allowance_set_margin_ms(int64_t ms);

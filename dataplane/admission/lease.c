@@ -22,9 +22,10 @@
 #include "tollgate/clock.h"
 #include "tollgate/log.h"
 
-#define TICK_MS         250
-#define RENEW_BEFORE_MS 4000
-#define MAX_ASKS        4096
+#define TICK_MS             250
+#define RENEW_BEFORE_MS     4000
+#define NEXT_WINDOW_LEAD_MS 500 /* ask for a rate window's successor this long before it starts (at most half) */
+#define MAX_ASKS            4096
 
 extern void (*dp_allowance_on_want)(void);
 
@@ -49,7 +50,7 @@ kick(void)
 
 /* 1 when something was given back and should be sent at once. */
 static int
-apply_grant(const Tollgate__LeaseGrant *g, const int64_t *needs, dp_allowance_t **slots, size_t n)
+apply_grant(const Tollgate__LeaseGrant *g, const int64_t *needs, const int *asked, dp_allowance_t **slots, size_t n)
 {
     int again = 0;
     int64_t now = tg_clock_now_ms();
@@ -60,7 +61,9 @@ apply_grant(const Tollgate__LeaseGrant *g, const int64_t *needs, dp_allowance_t 
             continue;
         int64_t usable_until = now + (ls->expires_ms - g->now_ms);
         again |= dp_allowance_apply(a, ls->period_start_ms, ls->period_end_ms, ls->epoch, ls->granted, ls->remaining,
-                                    ls->limit, usable_until, ls->granted >= needs[i]);
+                                    ls->limit, usable_until, asked[i] ? ls->granted >= needs[i] : -1);
+        if (a->kind == DP_LEASE_BUDGET)
+            dp_allowance_set_settled(a, ls->period_start_ms, ls->settled);
         if (ls->granted > 0 || needs[i] > 0)
             tg_debug("dp.lease.granted", "limit=%s kind=%d granted=%lld remaining=%lld", a->id, (int)a->kind,
                      (long long)ls->granted, (long long)ls->remaining);
@@ -68,40 +71,53 @@ apply_grant(const Tollgate__LeaseGrant *g, const int64_t *needs, dp_allowance_t 
     return again;
 }
 
-/* One round: collect, send, apply. 0, 1 (go again now: allowance was given back), or -1 (no answer). */
+static void
+asks_done(dp_allowance_t **slots, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dp_allowance_ask_done(slots[i]);
+}
+
+/* One exchange: collect, send, apply. 0, 1 (go again now: allowance was given back), -1 (no answer), -2
+ * (nothing to send). */
 static int
-round_trip(int final)
+exchange(int final)
 {
     int64_t now = tg_clock_now_ms();
     static Tollgate__LeaseAsk asks[MAX_ASKS];
     static Tollgate__LeaseAsk *ptrs[MAX_ASKS];
     static dp_allowance_t *slots[MAX_ASKS];
     static int64_t needs[MAX_ASKS];
+    static int asked[MAX_ASKS]; /* asked for more: the answer says whether the limit is exhausted */
     size_t n = 0;
-    for (dp_allowance_t *a = dp_allowance_first(); a != NULL && n < MAX_ASKS; a = a->next_all) {
-        dp_allowance_ask_t ask;
-        if (!dp_allowance_collect(a, now, final ? INT64_MAX / 4 : RENEW_BEFORE_MS, &ask))
-            continue;
-        if (final) { /* shutting down: give back, ask for nothing */
-            ask.want = ask.need = 0;
-            if (ask.release == 0)
-                continue;
+    for (dp_allowance_t *a = dp_allowance_first(); a != NULL && n + 2 <= MAX_ASKS; a = a->next_all) {
+        dp_allowance_ask_t ask[2];
+        int k = 0;
+        if (dp_allowance_collect(a, now, final ? INT64_MAX / 4 : RENEW_BEFORE_MS, &ask[0])) {
+            if (final) /* shutting down: give back, ask for nothing */
+                ask[0].want = ask[0].need = 0;
+            k += !final || ask[0].release > 0;
         }
-        tollgate__lease_ask__init(&asks[n]);
-        asks[n].limit_id = a->id;
-        asks[n].kind = (Tollgate__LeaseKind)a->kind;
-        asks[n].period_start_ms = ask.period_start_ms;
-        asks[n].want = ask.want > ask.need ? ask.want : ask.need;
-        asks[n].release = ask.release;
-        asks[n].epoch = ask.epoch;
-        asks[n].need = ask.need;
-        ptrs[n] = &asks[n];
-        slots[n] = a;
-        needs[n] = ask.need;
-        n++;
+        /* a rate window about to end: its successor too, so its first request finds allowance here */
+        if (!final && dp_allowance_collect_next(a, now, NEXT_WINDOW_LEAD_MS, &ask[k]))
+            k++;
+        for (int j = 0; j < k; j++, n++) {
+            tollgate__lease_ask__init(&asks[n]);
+            asks[n].limit_id = a->id;
+            asks[n].kind = (Tollgate__LeaseKind)a->kind;
+            asks[n].period_start_ms = ask[j].period_start_ms;
+            asks[n].want = ask[j].want > ask[j].need ? ask[j].want : ask[j].need;
+            asks[n].release = ask[j].release;
+            asks[n].epoch = ask[j].epoch;
+            asks[n].need = ask[j].need;
+            ptrs[n] = &asks[n];
+            slots[n] = a;
+            needs[n] = ask[j].need;
+            asked[n] = ask[j].want > 0 || ask[j].need > 0;
+        }
     }
     if (n == 0)
-        return 0;
+        return -2;
     Tollgate__LeaseRequest rq = TOLLGATE__LEASE_REQUEST__INIT;
     rq.instance_id = dp_config.instance_id;
     rq.now_ms = now;
@@ -116,14 +132,14 @@ round_trip(int final)
         /* what we meant to give back stays with the control plane as outstanding: never an overspend,
          * only an allowance stranded until the lease expires */
         tg_warn("dp.lease.failed", "asks=%zu error=\"%s\"", n, nng_strerror(rv));
-        dp_admission_wake_all(); /* parked requests see their wait bounded by the timer */
+        asks_done(slots, n); /* parked requests ask again, their wait bounded by the timer */
         return -1;
     }
     int ok = -1;
     if (reply.type == TOLLGATE__MSG_TYPE__MSG_LEASE_GRANT) {
         Tollgate__LeaseGrant *g = tollgate__lease_grant__unpack(NULL, reply.len, reply.payload);
         if (g != NULL) {
-            ok = apply_grant(g, needs, slots, n);
+            ok = apply_grant(g, needs, asked, slots, n);
             tollgate__lease_grant__free_unpacked(g, NULL);
         }
     } else if (reply.type == TOLLGATE__MSG_TYPE__MSG_ERROR) {
@@ -133,8 +149,24 @@ round_trip(int final)
             tollgate__error__free_unpacked(e, NULL);
     }
     tg_wire_msg_dispose(&reply);
-    dp_admission_wake_all();
+    asks_done(slots, n); /* after the grant is applied: a request it did not serve asks again */
     return ok;
+}
+
+/* One round: exchanges, then the workers retry their parked requests. 0, 1 (go again), -1 (no answer).
+ * What a refusal made us give back goes to the control plane before the refused requests are answered:
+ * a client that sees 402 knows this dataplane's leftovers are already pooled for the other dataplanes
+ * (the bound in docs/admission.md counts on it). */
+static int
+round_trip(int final)
+{
+    int rv = exchange(final);
+    for (int i = 0; rv == 1 && i < 4; i++)
+        rv = exchange(final);
+    if (rv == -2)
+        return 0;
+    dp_admission_wake_all();
+    return rv;
 }
 
 static void *

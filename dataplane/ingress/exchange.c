@@ -302,6 +302,20 @@ on_stop(h2o_generator_t *gen, h2o_req_t *req)
 }
 
 /* x-tollgate-attempts: every try when there was more than one ("provider/model=status, ..."). */
+/* x-tollgate-budget-warning, one per budget of the key whose soft threshold is crossed
+ * (docs/admission.md): found at admission, so it costs nothing here when there is none. */
+static void
+add_budget_warnings(exchange_t *x)
+{
+    for (int i = 0; i < x->adm.n_warn; i++) {
+        char *v = h2o_mem_alloc_pool(&x->req->pool, 160);
+        size_t n = dp_admission_warning(&x->adm, i, v, 160);
+        h2o_add_header_by_str(&x->req->pool, &x->req->res.headers, H2O_STRLIT("x-tollgate-budget-warning"), 0, NULL, v,
+                              n);
+    }
+}
+
+/* The gateway's own headers on an answer after admission (every such answer goes through here). */
 static void
 add_attempts_header(exchange_t *x)
 {
@@ -309,6 +323,7 @@ add_attempts_header(exchange_t *x)
         h2o_add_header_by_str(&x->req->pool, &x->req->res.headers, H2O_STRLIT("x-tollgate-attempts"), 0, NULL,
                               h2o_strdup(&x->req->pool, x->attempt_log.base, x->attempt_log.len).base,
                               x->attempt_log.len);
+    add_budget_warnings(x);
 }
 
 static void

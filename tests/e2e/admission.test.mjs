@@ -193,6 +193,10 @@ describe('a per-second rate limit across 4 dataplanes', () => {
     const statuses = new Map();
     const deadline = Date.now() + 60000;
     let rounds = 0;
+    // A window in use is leased shortly before it starts (docs/admission.md, prefetching the next
+    // window): seen as a lease of a window that has not begun yet, on the control plane's clock (no
+    // offset in this part of the file, so PostgreSQL's now() is that clock).
+    let prefetched = 0;
     while (Date.now() < deadline && rounds < 40) {
       rounds++;
       const results = await Promise.all(Array.from({ length: 64 }, (_, i) => c.chat(i % N_DP, key.key, quick)));
@@ -200,8 +204,12 @@ describe('a per-second rate limit across 4 dataplanes', () => {
         statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
         if (r.status === 429 && !sample429) sample429 = r;
       }
-      if ((statuses.get(429) ?? 0) > 100 && (statuses.get(200) ?? 0) > 3 * LIMIT) break;
+      const [{ n }] = await c.sql(
+        'SELECT count(*)::int AS n FROM allowance_leases WHERE limit_id = $1 AND period_start > now()', [limitId]);
+      prefetched += n;
+      if ((statuses.get(429) ?? 0) > 100 && (statuses.get(200) ?? 0) > 3 * LIMIT && prefetched > 0) break;
     }
+    assert.ok(prefetched > 0, 'the next window was leased before it began');
     assert.ok(sample429, `some requests were limited: ${JSON.stringify([...statuses])}`);
     assert.deepEqual([...statuses.keys()].filter((s) => s !== 200 && s !== 429), [], 'only 200 and 429');
     assert.equal(sample429.headers.get('x-ratelimit-limit-requests'), String(LIMIT));
@@ -218,6 +226,239 @@ describe('a per-second rate limit across 4 dataplanes', () => {
         WHERE key_id = $1 AND status = 200 AND ts >= to_timestamp($2) GROUP BY 1 ORDER BY 2 DESC`, [key.id, knownSec]);
     assert.ok(perWindow.length >= 2, 'several windows were used');
     for (const row of perWindow) assert.ok(row.n <= LIMIT, `window ${row.w}: ${row.n} > ${LIMIT}`);
+    // nothing over-granted, early or not: every window's leases together stay within the limit
+    const ledger = await c.sql(
+      `SELECT p.period_start::text AS w, p.hard::int AS hard, coalesce(sum(l.outstanding), 0)::int AS out
+         FROM allowance_periods p LEFT JOIN allowance_leases l USING (limit_id, kind, period_start)
+        WHERE p.limit_id = $1 GROUP BY 1, 2`, [limitId]);
+    assert.ok(ledger.length >= 2);
+    for (const row of ledger) assert.ok(row.out <= row.hard, `window ${row.w}: ${row.out} leased > ${row.hard}`);
+  });
+});
+
+describe('a concurrency limit across 2 dataplanes', () => {
+  test('never more than N requests hold a slot at once; 429s for the rest; the slots come back', async () => {
+    const N = 3;
+    const DELAY = 1500; // the mock holds each request this long
+    const dps = [0, 1];
+    const key = await newKey();
+    // concurrent = 0 first: refused at once (one slot can never fit), so a 429 proves a dataplane has the
+    // limit; then N, and a 200 on each proves the new value arrived
+    await c.sql(`INSERT INTO rate_limits (tenant_id, scope, key_id, concurrent) VALUES ($1, 'key', $2, 0)`,
+      [seed.tenant.id, key.id]);
+    const [{ id: limitId }] = await c.sql('SELECT id::text FROM rate_limits WHERE key_id = $1', [key.id]);
+    const quick = { model: MODEL, messages: [{ role: 'user', content: '[mock:tokens=1] slot' }] };
+    for (const i of dps) {
+      await waitFor(async () => (await c.chat(i, key.key, quick)).status === 429, 10000,
+        { intervalMs: 100, what: `dataplane ${i} to know the concurrency limit` });
+    }
+    await c.sql('UPDATE rate_limits SET concurrent = $1 WHERE id = $2', [N, limitId]);
+    for (const i of dps) {
+      await waitFor(async () => (await c.chat(i, key.key, quick)).status === 200, 10000,
+        { intervalMs: 100, what: `dataplane ${i} to admit under the raised limit` });
+    }
+
+    // A request holds its slot from admission to settlement, which contains the mock's delay; the mock's
+    // delay lies inside what the client saw, [sent, received]. So each 200 certainly held its slot over
+    // [received - DELAY, sent + DELAY] (when that is not empty): more than N of those intervals sharing
+    // an instant would prove more than N slots held at once. No timing is assumed for the check to hold.
+    const held = { model: MODEL, messages: [{ role: 'user', content: `[mock:tokens=1,delay_ms=${DELAY}] held` }] };
+    async function burst(n) {
+      return Promise.all(Array.from({ length: n }, async (_, j) => {
+        const sent = performance.now();
+        const r = await c.chat(dps[j % dps.length], key.key, held);
+        return { ...r, sent, received: performance.now() };
+      }));
+    }
+    const maxCertainOverlap = (oks) => {
+      const edges = [];
+      for (const r of oks) {
+        const from = r.received - DELAY;
+        const to = r.sent + DELAY;
+        if (from < to) edges.push([from, 1], [to, -1]);
+      }
+      edges.sort((a, b) => a[0] - b[0] || a[1] - b[1]); // an end before a start at the same instant
+      let cur = 0;
+      let max = 0;
+      for (const [, d] of edges) max = Math.max(max, (cur += d));
+      return max;
+    };
+
+    const results = await burst(4 * N);
+    const oks = results.filter((r) => r.status === 200);
+    const limited = results.filter((r) => r.status === 429);
+    assert.equal(oks.length + limited.length, results.length,
+      `only 200 and 429: ${JSON.stringify(results.map((r) => r.status))}`);
+    assert.ok(oks.length >= 1 && limited.length >= 1, `${oks.length} served, ${limited.length} limited`);
+    const overlap = maxCertainOverlap(oks);
+    assert.ok(overlap <= N, `${overlap} requests certainly held a slot at the same time (limit ${N})`);
+    const r429 = limited[0];
+    assert.equal(r429.body.error.code, 'rate_limit_exceeded', r429.text);
+    assert.equal(r429.body.error.type, 'requests');
+    assert.match(r429.body.error.message, /concurrent requests/);
+    assert.ok(Number(r429.headers.get('retry-after')) >= 1);
+
+    // The ledger never leased more slots than the limit, over both dataplanes.
+    const [{ out }] = await c.sql(
+      `SELECT coalesce(sum(outstanding), 0)::int AS out FROM allowance_leases WHERE limit_id = $1 AND kind = 'concurrent'`,
+      [limitId]);
+    assert.ok(out <= N, `${out} slots leased > ${N}`);
+
+    // Slots come back when requests end: twice N more requests, one after the other, are all served (a
+    // leaked slot would leave none after N). A dataplane believes a refusal for 200 ms: retry past it.
+    for (let j = 0; j < 2 * N; j++) {
+      const dp = dps[j % dps.length];
+      await waitFor(async () => (await c.chat(dp, key.key, quick)).status === 200, 5000,
+        { intervalMs: 100, what: `sequential request ${j} on dataplane ${dp}` });
+    }
+    // and a second burst is limited the same way
+    const again = await burst(2 * N);
+    const oks2 = again.filter((r) => r.status === 200);
+    assert.deepEqual(again.filter((r) => r.status !== 200 && r.status !== 429).map((r) => r.text), []);
+    assert.ok(oks2.length >= 1, 'the second burst was served too');
+    assert.ok(maxCertainOverlap(oks2) <= N);
+  });
+});
+
+describe('a per-second token limit across 4 dataplanes', () => {
+  test('the tokens of the 200s in each window never exceed the limit; 429s carry the -tokens headers', async (t) => {
+    const LIMIT = 2000; // about 8 of the requests below by their worst case (body bytes + max_tokens)
+    const team = await newTeam();
+    const key = await newKey({ team });
+    await c.sql(
+      `INSERT INTO rate_limits (tenant_id, scope, team_id, window_s, tokens_per_window)
+       VALUES ($1, 'team', $2, 1, $3)`, [seed.tenant.id, team, LIMIT]);
+    // the probe's worst case (10M tokens) can never fit: a 429 proves the dataplane has the limit
+    for (const [i] of c.dataplanes.entries()) {
+      await waitFor(async () => (await c.chat(i, key.key, probe)).status === 429, 10000,
+        { intervalMs: 100, what: `dataplane ${i} to know the token limit` });
+    }
+    const knownSec = Math.floor(Date.now() / 1000) + 1;
+    const body = { model: MODEL, max_tokens: 100, messages: [{ role: 'user', content: '[mock:tokens=100] tokens' }] };
+    let sample429 = null;
+    const statuses = new Map();
+    const deadline = Date.now() + 60000;
+    for (let rounds = 0; Date.now() < deadline && rounds < 40; rounds++) {
+      const results = await Promise.all(Array.from({ length: 48 }, (_, i) => c.chat(i % N_DP, key.key, body)));
+      for (const r of results) {
+        statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+        if (r.status === 429 && !sample429) sample429 = r;
+      }
+      // enough of both, over at least two whole windows after every dataplane knew the limit
+      if ((statuses.get(429) ?? 0) > 100 && (statuses.get(200) ?? 0) > 20 && Date.now() > (knownSec + 2) * 1000) break;
+    }
+    assert.ok(sample429, `some requests were limited: ${JSON.stringify([...statuses])}`);
+    assert.deepEqual([...statuses.keys()].filter((s) => s !== 200 && s !== 429), [], 'only 200 and 429');
+    assert.equal(sample429.headers.get('x-ratelimit-limit-tokens'), String(LIMIT));
+    assert.equal(sample429.headers.get('x-ratelimit-remaining-tokens'), '0');
+    assert.match(sample429.headers.get('x-ratelimit-reset-tokens') ?? '', /^\d+s$/);
+    assert.equal(sample429.headers.get('x-ratelimit-limit-requests'), null);
+    assert.ok(Number(sample429.headers.get('retry-after')) >= 1);
+    assert.equal(sample429.body.error.code, 'rate_limit_exceeded');
+
+    await waitUsageCount([key.id], statuses.get(200));
+    const perWindow = await c.sql(
+      `SELECT floor(extract(epoch FROM ts))::bigint AS w, count(*)::int AS n,
+              sum(input_tokens + output_tokens)::int AS tokens
+         FROM usage_events WHERE key_id = $1 AND status = 200 AND ts >= to_timestamp($2)
+        GROUP BY 1 ORDER BY 3 DESC`, [key.id, knownSec]);
+    assert.ok(perWindow.length >= 2, 'several windows were used');
+    t.diagnostic(`per window (requests, tokens): ${perWindow.map((r) => `${r.n}/${r.tokens}`).join(' ')}`);
+    for (const row of perWindow) assert.ok(row.tokens <= LIMIT, `window ${row.w}: ${row.tokens} tokens > ${LIMIT}`);
+    assert.ok(perWindow[0].n >= 2, 'a window admitted several requests');
+  });
+});
+
+describe('429 in every dialect', () => {
+  test('Anthropic and Gemini get their own rate-limit error bodies and the x-ratelimit-* headers', async () => {
+    const key = await newKey();
+    // one request an hour: the first is served, the next ones are refused on every dataplane
+    await c.sql(`INSERT INTO rate_limits (tenant_id, scope, key_id, window_s, requests_per_window)
+                 VALUES ($1, 'key', $2, 3600, 1)`, [seed.tenant.id, key.id]);
+    const aBody = { model: MODEL, max_tokens: 5, messages: [{ role: 'user', content: '[mock:tokens=1] hi' }] };
+    const gBody = { contents: [{ role: 'user', parts: [{ text: '[mock:tokens=1] hi' }] }] };
+    const anthropic = () => fetch(`${c.dataplanes[1].url}/anthropic/v1/messages`, {
+      method: 'POST', headers: { 'x-api-key': key.key, 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+      body: JSON.stringify(aBody), signal: AbortSignal.timeout(10000) });
+    const gemini = () => fetch(`${c.dataplanes[2].url}/genai/v1beta/models/${MODEL}:generateContent`, {
+      method: 'POST', headers: { 'x-goog-api-key': key.key, 'content-type': 'application/json' },
+      body: JSON.stringify(gBody), signal: AbortSignal.timeout(10000) });
+    // bounded: a window boundary (or the snapshot arriving) can let one more through
+    const until429 = async (send, what) => waitFor(async () => {
+      const r = await send();
+      return r.status === 429 ? r : (assert.equal(r.status, 200, await r.text()), null);
+    }, 10000, { intervalMs: 100, what });
+    const checkHeaders = (r) => {
+      assert.equal(r.headers.get('x-ratelimit-limit-requests'), '1');
+      assert.equal(r.headers.get('x-ratelimit-remaining-requests'), '0');
+      assert.match(r.headers.get('x-ratelimit-reset-requests') ?? '', /^\d+s$/);
+      const retry = Number(r.headers.get('retry-after'));
+      assert.ok(retry >= 1 && retry <= 3600, `retry-after ${retry}`);
+    };
+    const a = await until429(anthropic, 'an Anthropic 429');
+    checkHeaders(a);
+    const ab = await a.json();
+    assert.equal(ab.type, 'error');
+    assert.equal(ab.error.type, 'rate_limit_error');
+    assert.match(ab.error.message, /Rate limit/);
+    const g = await until429(gemini, 'a Gemini 429');
+    checkHeaders(g);
+    const gb = await g.json();
+    assert.equal(gb.error.code, 429);
+    assert.equal(gb.error.status, 'RESOURCE_EXHAUSTED');
+    assert.match(gb.error.message, /Rate limit/);
+  });
+});
+
+describe('the soft threshold of a budget', () => {
+  test('once the settled spend crosses it, responses carry x-tollgate-budget-warning naming the budget', async () => {
+    const key = await newKey();
+    const other = await newKey(); // same tenant, no budget: never warned
+    const SOFT = 5_000_000n; // $0.005: about five of the requests below
+    const HARD = 40_000_000n;
+    const [{ id: budget }] = await c.sql(
+      `INSERT INTO budgets (tenant_id, scope, key_id, period, hard_nanousd, soft_nanousd)
+       VALUES ($1, 'key', $2, 'total', $3, $4) RETURNING id::text`,
+      [seed.tenant.id, key.id, String(HARD), String(SOFT)]);
+    await waitBudgetKnown(key.key, 'the key budget');
+    const first = await c.chat(0, key.key, costly());
+    assert.equal(first.status, 200, first.text);
+    assert.equal(first.headers.get('x-tollgate-budget-warning'), null, 'nothing is spent yet');
+    // spend past the threshold, then wait for the ledger to settle it
+    for (let i = 0; i < 20 && (await settled(budget)) < SOFT; i++) {
+      const r = await c.chat(i % N_DP, key.key, costly());
+      assert.equal(r.status, 200, r.text);
+      if (i % 4 === 3) await waitUsageCount([key.id], i + 2);
+    }
+    await waitFor(async () => (await settled(budget)) >= SOFT, 10000, { what: 'the spend to cross the soft threshold' });
+    // every dataplane learns the settled spend with its next lease answer (renewals included)
+    const small = { model: MODEL, max_tokens: 5, messages: [{ role: 'user', content: '[mock:tokens=1] warn?' }] };
+    for (let i = 0; i < N_DP; i++) {
+      const r = await waitFor(async () => {
+        const res = await c.chat(i, key.key, small);
+        assert.equal(res.status, 200, res.text);
+        return res.headers.get('x-tollgate-budget-warning') ? res : null;
+      }, 10000, { intervalMs: 100, what: `dataplane ${i} to warn` });
+      const m = /^budget=([0-9a-f-]{36}); spent_usd=([0-9.]+); soft_usd=([0-9.]+); hard_usd=([0-9.]+)$/
+        .exec(r.headers.get('x-tollgate-budget-warning'));
+      assert.ok(m, r.headers.get('x-tollgate-budget-warning'));
+      assert.equal(m[1], budget);
+      assert.equal(m[3], '0.005');
+      assert.equal(m[4], '0.04');
+      const spent = BigInt(Math.round(Number(m[2]) * 1e9));
+      assert.ok(spent >= SOFT && spent <= (await settled(budget)), `spent ${m[2]}`);
+    }
+    // a stream carries it in its response headers too
+    const res = await fetch(`${c.dataplanes[0].url}/v1/chat/completions`, {
+      method: 'POST', headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ ...small, stream: true }), signal: AbortSignal.timeout(10000) });
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('x-tollgate-budget-warning') ?? '', new RegExp(`^budget=${budget};`));
+    await res.text();
+    // another key of the same tenant is not told about this key's budget
+    const o = await c.chat(1, other.key, small);
+    assert.equal(o.status, 200, o.text);
+    assert.equal(o.headers.get('x-tollgate-budget-warning'), null);
   });
 });
 
