@@ -1,9 +1,14 @@
 /*
  * Usage partition maintenance (see partitions.h). Runs on the loop thread on the control plane's one
  * connection, between other statements, so it never overlaps with an ingest transaction.
+ *
+ * The same hourly job forgets the allowance ledger's past rate-limit windows: a per-second limit adds a
+ * row per window, and nothing reads a window once it is over (budget periods are kept: they hold
+ * settled spend).
  */
 #include <stdio.h>
 #include "partitions.h"
+#include "tollgate/clock.h"
 #include "tollgate/env.h"
 #include "tollgate/log.h"
 
@@ -30,6 +35,18 @@ on_tick(uv_timer_t *t)
         return;
     }
     tg_info("cp.usage.maintained", "%s retention_days=%s", PQgetvalue(res, 0, 0), days);
+    PQclear(res);
+
+    char now_ms[24];
+    snprintf(now_ms, sizeof(now_ms), "%lld", (long long)tg_clock_now_ms()); /* the clock grants are made on */
+    const char *p2[] = {now_ms};
+    if (cp_db_query(&cp->db, &res,
+                    "DELETE FROM allowance_periods WHERE kind IN ('requests', 'tokens')"
+                    " AND period_end < to_timestamp($1::bigint / 1000.0) - interval '1 hour'",
+                    1, p2, NULL, NULL) != 0)
+        tg_warn("cp.allowance.cleanup_failed", "error=\"%s\"", cp_db_errmsg(&cp->db, res));
+    else
+        tg_info("cp.allowance.cleaned", "rate_windows_dropped=%s", PQcmdTuples(res));
     PQclear(res);
 }
 

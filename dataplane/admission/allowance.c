@@ -13,7 +13,9 @@
 #include "tollgate/env.h"
 
 #define EXHAUSTED_FOR_NS (200ull * 1000000) /* how long a "no more" answer is believed before asking again */
-#define PREFETCH_FACTOR  8                  /* ask for this many requests' worth at a time */
+#define PREFETCH_FACTOR  8                  /* ask for at least this many requests' worth at a time */
+#define RATE_SLICE_MS    100                /* the reservation rate is measured over slices this long */
+#define ASK_AHEAD_DIV    4                  /* ask again when less than 1/4 s of traffic is left */
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic(dp_allowance_t *) registry;
@@ -114,6 +116,31 @@ give_back(dp_lease_t *l)
     return 1;
 }
 
+/* Tracks how much is reserved per second. At high rates an ask of a few requests' worth would be
+ * used up within a round trip: every request would cost the control plane and PostgreSQL a lease
+ * transaction. Asking for a second's worth keeps leases to a few per second per limit; the control
+ * plane still grants only a fair share of what remains, so the bound on overshoot is unchanged. */
+static void
+note_rate(dp_allowance_t *a, int64_t now_ms, int64_t amount)
+{
+    a->rate_sum += amount;
+    int64_t elapsed = now_ms - a->rate_since_ms;
+    if (elapsed < RATE_SLICE_MS)
+        return;
+    int64_t slice = elapsed < 60000 ? a->rate_sum * 1000 / elapsed : 0;
+    a->rate_per_s = (a->rate_per_s + slice) / 2;
+    a->rate_sum = 0;
+    a->rate_since_ms = now_ms;
+}
+
+/* What to ask for: a second of traffic, at least PREFETCH_FACTOR requests' worth (slots: the latter). */
+static int64_t
+ask_size(const dp_allowance_t *a, int64_t amount)
+{
+    int64_t n = amount * PREFETCH_FACTOR;
+    return a->kind != DP_LEASE_CONCURRENT && a->rate_per_s > n ? a->rate_per_s : n;
+}
+
 dp_reserve_result_t
 dp_allowance_reserve(dp_allowance_t *a, int64_t now_ms, int64_t amount, dp_lease_t **ret_lease)
 {
@@ -121,14 +148,18 @@ dp_allowance_reserve(dp_allowance_t *a, int64_t now_ms, int64_t amount, dp_lease
     int wake = 0;
     pthread_mutex_lock(&a->mu);
     a->last_amount = amount;
+    note_rate(a, now_ms, amount);
     dp_lease_t *l = current(a, now_ms);
     if (l != NULL && l->granted - l->used >= amount) {
         l->used += amount;
         l->inflight++;
         *ret_lease = l;
         /* low-water mark: ask before running out, so that a request that fits never waits */
-        if (l->granted - l->used < 2 * amount && !l->exhausted && l->remaining > 0 && a->want == 0 && a->asking == 0) {
-            a->want = amount * PREFETCH_FACTOR;
+        int64_t low = a->kind != DP_LEASE_CONCURRENT && a->rate_per_s / ASK_AHEAD_DIV > 2 * amount
+                          ? a->rate_per_s / ASK_AHEAD_DIV
+                          : 2 * amount;
+        if (l->granted - l->used < low && !l->exhausted && l->remaining > 0 && a->want == 0 && a->asking == 0) {
+            a->want = ask_size(a, amount);
             wake = 1;
         }
         rv = DP_RESERVE_OK;
@@ -142,8 +173,8 @@ dp_allowance_reserve(dp_allowance_t *a, int64_t now_ms, int64_t amount, dp_lease
         rv = DP_RESERVE_WAIT;
     } else {
         int64_t have = l != NULL ? l->granted - l->used : 0;
-        if (a->want < amount * PREFETCH_FACTOR)
-            a->want = amount * PREFETCH_FACTOR;
+        if (a->want < ask_size(a, amount))
+            a->want = ask_size(a, amount);
         if (a->need < amount - have)
             a->need = amount - have;
         wake = 1;

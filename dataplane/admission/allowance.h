@@ -54,7 +54,9 @@ struct dp_allowance {
     int64_t asking;         /* want + need of the ask in flight (0: none); admission adds none meanwhile */
     int64_t prefetched_for; /* rate windows: the start of the next window already asked for */
     int64_t last_amount;    /* the latest reservation, sizes the low-water mark */
-    int64_t soft;           /* budgets: the soft threshold (-1: none), from the snapshot */
+    int64_t rate_per_s;     /* reserved per second, smoothed: sizes asks to the traffic (not for slots) */
+    int64_t rate_sum, rate_since_ms;
+    int64_t soft; /* budgets: the soft threshold (-1: none), from the snapshot */
     int64_t warned_period;
 };
 
