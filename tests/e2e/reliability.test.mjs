@@ -107,6 +107,10 @@ before(async () => {
   await provider('slow', { max_retries: '1', first_byte_timeout_ms: '300', ...noBreaker });
   await provider('idle', { max_retries: '1', idle_timeout_ms: '300', ...noBreaker });
   await provider('total', { max_retries: '0', total_timeout_ms: '1500', ...noBreaker });
+  // total_timeout_ms bounds the whole request; attempt_timeout_ms one attempt
+  await provider('tot-hang', { max_retries: '2', total_timeout_ms: '1500', ...noBreaker });
+  await provider('tot-429', { max_retries: '5', total_timeout_ms: '1500', ...noBreaker });
+  await provider('tot-att', { max_retries: '1', total_timeout_ms: '8000', attempt_timeout_ms: '400', ...noBreaker });
   await provider('brk', { max_retries: '0', breaker_consecutive_failures: '2', breaker_cooldown_ms: '1000',
     breaker_probe_successes: '1', breaker_error_rate_pct: '0' });
   await provider('chaos', { max_retries: '2', ...noBreaker });
@@ -116,6 +120,7 @@ before(async () => {
   await route('r-slow', [{ provider_id: P.slow.id, model: 's1' }, { provider_id: P['acct-b'].id, model: 's-fb', weight: 0 }]);
   await route('r-idle', [{ provider_id: P.idle.id, model: 'i1' }]);
   await route('r-total', [{ provider_id: P.total.id, model: 't1' }]);
+  await route('r-tot-att', [{ provider_id: P['tot-att'].id, model: 'ta1' }, { provider_id: P['acct-b'].id, model: 'ta-fb', weight: 0 }]);
   await route('r-brk', [{ provider_id: P.brk.id, model: 'b1' }, { provider_id: P['acct-b'].id, model: 'b-fb', weight: 0 }]);
   await route('r-chaos', [{ provider_id: P.chaos.id, model: 'c1' }]);
   // metrics scenarios: breakers count failures (visible in the gauges) but never open
@@ -379,8 +384,45 @@ describe('timeouts', () => {
     assert.equal(r.status, 200);
     assert.equal(r.sse.done, false);
     assert.equal(r.sse.json.at(-1).error.code, 'upstream_stream_failed');
+    assert.match(r.sse.json.at(-1).error.message, /total timeout \(1500 ms\)/);
     const words = r.sse.json.filter((e) => e?.choices?.[0]?.delta?.content).length;
     assert.ok(words < 20, `the stream was cut (${words} words)`);
+  });
+
+  test('the total timeout bounds the request, not each attempt: a hung call is not retried past it', async () => {
+    await mockPost('/__mock/reset');
+    // each attempt would hang 3 s; 1.5 s for the whole request leaves no time for the 2 retries
+    const r = await chat({ model: 'tot-hang/h1', messages: msg('x [mock:delay_ms=3000]') });
+    assert.equal(r.status, 502);
+    assert.equal(r.body.error.code, 'upstream_unreachable');
+    assert.match(r.body.error.message, /total timeout \(1500 ms\)/);
+    assert.equal(r.headers.get('x-tollgate-attempts'), null, 'one attempt');
+    assert.equal((await mockStats()).requests, 1);
+  });
+
+  test('the total timeout covers backoff waits: no retry whose wait would end past it', async () => {
+    await mockPost('/__mock/reset');
+    // the mock's 429 says retry-after: 1, so each retry waits 1 s; max_retries 5 would take 5 s and 6
+    // attempts, the 1.5 s deadline leaves room for one retry at most
+    const r = await chat({ model: 'tot-429/q1', messages: msg('x [mock:status=429]') });
+    assert.equal(r.status, 429);
+    assert.equal(r.body.error.code, 'rate_limit_exceeded');
+    const n = (await mockStats()).requests;
+    assert.ok(n >= 1 && n <= 2, `${n} attempts within the deadline`);
+    assert.equal(r.headers.get('x-tollgate-attempts').split(', ').length, n);
+  });
+
+  test('attempt_timeout_ms bounds each attempt, leaving the rest of the total for the fallback', async () => {
+    await mockPost('/__mock/reset');
+    const rid = `att-${randomHex(6)}`;
+    const r = await chat({ model: 'r-tot-att', messages: msg('x [mock:delay_ms=1200,tokens=2]') }, { 'x-request-id': rid });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.model, 'ta-fb', 'the fallback had the time to answer');
+    assert.equal(r.headers.get('x-tollgate-attempts'), 'tot-att/ta1=0, tot-att/ta1=0');
+    assert.equal((await mockStats()).requests, 3);
+    const rows = await c.waitUsage([rid]);
+    assert.equal(rows.length, 1);
+    assert.equal(rows[0].upstream_model, 'ta-fb');
   });
 });
 
