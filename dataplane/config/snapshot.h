@@ -34,7 +34,8 @@ typedef struct dp_policy {
     long connect_timeout_ms;
     long first_byte_timeout_ms; /* streams: response headers within this */
     long idle_timeout_ms;       /* streams: the longest gap between two body chunks */
-    long total_timeout_ms;      /* one attempt, first byte to last */
+    long total_timeout_ms;      /* the whole request: every attempt and backoff wait, first try to last byte */
+    long attempt_timeout_ms;    /* one attempt, start to last byte; 0: only the request's remaining time */
     dp_breaker_config_t breaker;
 } dp_policy_t;
 

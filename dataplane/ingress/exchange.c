@@ -21,6 +21,10 @@
  * all fail the client gets the first target's error. Failed attempts bill nothing. `x-tollgate-attempts`
  * lists every try. Each attempt's outcome feeds its (account, key, model) circuit breaker.
  *
+ * Deadline: the first attempt fixes the request's deadline (its target's total_timeout_ms from then).
+ * Every attempt gets what is left of it (or attempt_timeout_ms when that is shorter) as its curl
+ * timeout; no retry or fallback starts, and no backoff wait is begun, that would end past it.
+ *
  * Streams: upstream bytes go through the framing (SSE, NDJSON or AWS event-stream) into a pending
  * buffer; one h2o_send is in flight at a time; while the pending buffer is over a high-water mark the
  * upstream transfer is paused (backpressure all the way to the provider). A stream that fails after it
@@ -30,10 +34,12 @@
  * call, records usage if nothing was recorded yet (client gone), and frees buffers and the arena that
  * holds the neutral request.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include "accounting/usage.h"
 #include "admission/admission.h"
 #include "ingress/ingress.h"
@@ -64,6 +70,7 @@
 #define BACKOFF_BASE_MS    100
 #define BACKOFF_MAX_MS     4000
 #define RETRY_AFTER_MAX_MS 5000
+#define CLIENT_CHECK_MS    100 /* how often a waiting request checks that its client is still there */
 
 typedef enum { PHASE_CALL = 0, PHASE_TOKEN } phase_t;
 
@@ -102,12 +109,17 @@ struct exchange {
     size_t target_index;   /* into plan */
     int target_attempts;   /* attempts on the current target */
     /* counters for whoever reports on the request (metrics, access log) when it ends */
-    int attempts;      /* upstream calls made */
-    int retries;       /* calls that repeated the same target (another key included) */
-    int fallbacks;     /* switches to another target */
-    int skipped;       /* targets passed over because their breakers were open */
-    uint64_t bad_keys; /* keys of the current target's provider that failed auth or rate limits (bit i) */
+    int attempts;                /* upstream calls made */
+    int retries;                 /* calls that repeated the same target (another key included) */
+    int fallbacks;               /* switches to another target */
+    int skipped;                 /* targets passed over because their breakers were open */
+    int64_t deadline_ms;         /* monotonic ms: the whole request's end (total_timeout_ms); 0 until set */
+    long total_ms;               /* the total timeout that set it, for the error message */
+    int64_t attempt_deadline_ms; /* the current attempt's curl timeout, as a monotonic time */
+    int attempt_to_deadline;     /* that timeout is the request's remaining time (not attempt_timeout_ms) */
+    uint64_t bad_keys;           /* keys of the current target's provider that failed auth or rate limits (bit i) */
     struct retry_timer *timer;
+    struct retry_timer *watch; /* looks for a client that left while the answer is awaited */
     failure_t first_failure;
     tg_buf_t attempt_log; /* "provider/model=status" list for x-tollgate-attempts */
     h2o_iovec_t body;
@@ -607,6 +619,8 @@ finish_translated(exchange_t *x)
 static int start_call(exchange_t *x);
 
 /* The token endpoint answered: cache the token and make the real call. */
+static void arm_attempt_timeouts(exchange_t *x);
+
 static void
 finish_token_fetch(exchange_t *x, CURLcode rc)
 {
@@ -635,6 +649,7 @@ finish_token_fetch(exchange_t *x, CURLcode rc)
     x->headers = n;
     x->response.len = 0;
     x->phase = PHASE_CALL;
+    arm_attempt_timeouts(x); /* what the token fetch left of the deadline */
     if (start_call(x) != 0)
         send_upstream_failure(x, 502, "upstream_unreachable", "The request to '%s' could not be started%s", ".");
 }
@@ -642,6 +657,53 @@ finish_token_fetch(exchange_t *x, CURLcode rc)
 /* ---------------------------------------------------------------- retries and fallbacks */
 
 static void start_attempt(exchange_t *x);
+
+/* The current attempt's timeouts, from now: its curl timeout is what is left of the request's
+ * deadline, or the provider's attempt_timeout_ms when that is shorter. Called before each call starts
+ * (a token fetch may have used some of the time). */
+static void
+arm_attempt_timeouts(exchange_t *x)
+{
+    const dp_policy_t *pol = &x->target->provider->policy;
+    int64_t now = dp_breaker_now_ms();
+    if (x->deadline_ms == 0) {
+        x->total_ms = pol->total_timeout_ms > 0 ? pol->total_timeout_ms : dp_config.upstream.total_timeout_ms;
+        x->deadline_ms = now + x->total_ms;
+    }
+    int64_t left = x->deadline_ms - now;
+    if (left < 1)
+        left = 1; /* never 0: that means "no timeout" to libcurl */
+    x->attempt_to_deadline = !(pol->attempt_timeout_ms > 0 && pol->attempt_timeout_ms < left);
+    long ms = x->attempt_to_deadline ? (long)left : pol->attempt_timeout_ms;
+    x->attempt_deadline_ms = now + ms;
+    x->call.timeouts = (dp_upstream_timeouts_t){
+        .connect_ms = pol->connect_timeout_ms,
+        .total_ms = ms,
+        .first_byte_ms = x->stream ? pol->first_byte_timeout_ms : 0,
+        .idle_ms = x->stream ? pol->idle_timeout_ms : 0,
+    };
+}
+
+/* Whether the request's deadline is reached, or would be after waiting delay_ms. */
+static int
+out_of_time(const exchange_t *x, uint64_t delay_ms)
+{
+    return x->deadline_ms != 0 && dp_breaker_now_ms() + (int64_t)delay_ms >= x->deadline_ms;
+}
+
+/* libcurl's timeout fired for the attempt: say which of ours it was (curl's message names neither). A
+ * connect timeout that ends later than the attempt's own is cut by it as well. */
+static void
+name_timeout(exchange_t *x, dp_upstream_call_t *call)
+{
+    if (dp_breaker_now_ms() < x->attempt_deadline_ms)
+        return; /* an earlier one: connect (curl says so), first-byte or idle (upstream.c says so) */
+    if (x->attempt_to_deadline)
+        snprintf(call->error, sizeof(call->error), "the request's total timeout (%ld ms) ran out", x->total_ms);
+    else
+        snprintf(call->error, sizeof(call->error), "no complete answer within %ld ms (attempt timeout)",
+                 x->target->provider->policy.attempt_timeout_ms);
+}
 
 static uint64_t
 chooser_rand(void *ctx)
@@ -695,6 +757,72 @@ on_retry_timer(uv_timer_t *t)
     exchange_t *x = ((struct retry_timer *)t)->x;
     if (x != NULL && !x->final_sent)
         start_attempt(x);
+}
+
+/* Whether the client closed its HTTP/1 connection. h2o 2.2 does not read from a connection while a
+ * request is being handled, so it would only find out when it writes the answer; the upstream call
+ * would run to its end for nobody. A peek says it at once: end of stream (FIN) or a reset. Data waiting
+ * (a pipelined request; a TLS close_notify) hides a close behind it: such a client is found when the
+ * answer is written, as before. HTTP/2 connections are read all the time: h2o sees a reset itself. */
+static int
+client_left(h2o_req_t *req)
+{
+    if (req->version >= 0x200 || req->conn->callbacks->get_socket == NULL)
+        return 0;
+    h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+    int fd = sock != NULL ? h2o_socket_get_fd(sock) : -1;
+    if (fd < 0)
+        return 0;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/* The client left before any answer: stop the upstream call (or the backoff wait) now. The 499 written
+ * to the closed connection fails, h2o closes it and disposes of the request (usage: 499). */
+static void
+on_watch_timer(uv_timer_t *t)
+{
+    exchange_t *x = ((struct retry_timer *)t)->x;
+    if (x == NULL)
+        return;
+    if (x->final_sent || x->streaming) {
+        uv_timer_stop(t); /* from here on, writes find a client that left */
+        return;
+    }
+    if (!client_left(x->req))
+        return;
+    uv_timer_stop(t);
+    tg_info("dp.client.gone", "request_id=%s attempts=%d", x->request_id, x->attempts);
+    dp_upstream_call_cancel(&x->call); /* the attempt stays open: the record counts it as cancelled */
+    if (x->timer != NULL)
+        uv_timer_stop(&x->timer->handle);
+    x->final_sent = 1;
+    x->req->res.status = 499;
+    x->req->res.reason = "Client Closed Request";
+    h2o_send_inline(x->req, "", 0);
+}
+
+static void
+watch_client(exchange_t *x)
+{
+    if (x->watch != NULL || x->req->version >= 0x200)
+        return;
+    if ((x->watch = malloc(sizeof(*x->watch))) == NULL)
+        return; /* no watch: the client is found when the answer is written */
+    uv_timer_init(&x->w->loop, &x->watch->handle);
+    x->watch->x = x;
+    uv_timer_start(&x->watch->handle, on_watch_timer, CLIENT_CHECK_MS, CLIENT_CHECK_MS);
+}
+
+static void
+close_timer(struct retry_timer *t)
+{
+    if (t == NULL)
+        return;
+    t->x = NULL;
+    uv_timer_stop(&t->handle);
+    uv_close((uv_handle_t *)&t->handle, on_timer_closed);
 }
 
 static void
@@ -779,6 +907,16 @@ final_failure(exchange_t *x, CURLcode rc)
     }
 }
 
+/* The request's deadline leaves no time for another attempt: the client gets the first failure. */
+static void
+give_up_late(exchange_t *x, CURLcode rc)
+{
+    tg_info("dp.request.deadline", "request_id=%s total_timeout_ms=%ld attempts=%d", x->request_id, x->total_ms,
+            x->attempts);
+    keep_first_failure(x, rc);
+    final_failure(x, rc);
+}
+
 /* An attempt failed before anything reached the client: retry, rotate the key, fall back, or give up. */
 static void
 after_failure(exchange_t *x, CURLcode rc)
@@ -800,6 +938,10 @@ after_failure(exchange_t *x, CURLcode rc)
         final_failure(x, rc); /* the client's mistake (400, 404, 413, 422, ...): no retry can fix it */
         return;
     }
+    if (out_of_time(x, 0)) {
+        give_up_late(x, rc);
+        return;
+    }
     size_t ki = (size_t)(x->pkey - p->keys);
     if ((auth || rate) && ki < 64)
         x->bad_keys |= UINT64_C(1) << ki;
@@ -819,6 +961,10 @@ after_failure(exchange_t *x, CURLcode rc)
             if (next_key != NULL)
                 delay = (int64_t)backoff_ms(x);
         }
+    }
+    if (delay > 0 && out_of_time(x, (uint64_t)delay)) {
+        give_up_late(x, rc); /* the wait would end past the deadline: the retry could not even start */
+        return;
     }
     if (delay < 0) {
         keep_first_failure(x, rc);
@@ -843,6 +989,8 @@ on_done(dp_upstream_call_t *call, CURLcode rc)
 {
     exchange_t *x = call->data;
     x->upstream_done = 1;
+    if (rc == CURLE_OPERATION_TIMEDOUT)
+        name_timeout(x, call);
     if (x->phase == PHASE_CALL)
         dp_obs_attempt_end(x->obs, call->status, rc);
     if (x->final_sent)
@@ -925,11 +1073,8 @@ on_dispose(void *p)
     free_headers(x->headers);
     tg_buf_free(&x->first_failure.body);
     tg_buf_free(&x->attempt_log);
-    if (x->timer != NULL) {
-        x->timer->x = NULL;
-        uv_timer_stop(&x->timer->handle);
-        uv_close((uv_handle_t *)&x->timer->handle, on_timer_closed);
-    }
+    close_timer(x->timer);
+    close_timer(x->watch);
     if (x->client_state != NULL && x->dialect != NULL && x->dialect->stream_dispose != NULL)
         x->dialect->stream_dispose(x->client_state); /* a client gone mid-stream: what the encoder holds */
     tg_arena_free(&x->arena);
@@ -1439,17 +1584,11 @@ start_attempt(exchange_t *x)
     x->phase = PHASE_CALL;
     x->upstream_done = 0;
     x->breaker = dp_target_breaker(x->target, x->pkey);
+    watch_client(x);
     int rv = prepare_attempt(x);
     if (rv < 0)
         return;
-    /* x->stream is known once the request was decoded (prepare_attempt) */
-    const dp_policy_t *pol = &x->target->provider->policy;
-    x->call.timeouts = (dp_upstream_timeouts_t){
-        .connect_ms = pol->connect_timeout_ms,
-        .total_ms = pol->total_timeout_ms,
-        .first_byte_ms = x->stream ? pol->first_byte_timeout_ms : 0,
-        .idle_ms = x->stream ? pol->idle_timeout_ms : 0,
-    };
+    arm_attempt_timeouts(x); /* x->stream is known once the request was decoded (prepare_attempt) */
     if ((rv == 1 ? start_token_fetch(x) : start_call(x)) != 0) {
         /* nothing went out: count it as a connection failure of this target */
         snprintf(x->call.error, sizeof(x->call.error), "the request could not be started");

@@ -56,6 +56,7 @@ dp_policy_from_settings(json_t *settings, dp_policy_t *p)
     p->first_byte_timeout_ms = setting(settings, "first_byte_timeout_ms", 60000, 0, 3600000);
     p->idle_timeout_ms = setting(settings, "idle_timeout_ms", 60000, 0, 3600000);
     p->total_timeout_ms = setting(settings, "total_timeout_ms", 0, 0, 3600000);
+    p->attempt_timeout_ms = setting(settings, "attempt_timeout_ms", 0, 0, 3600000);
     dp_breaker_config_t off = dp_breaker_defaults;
     off.consecutive_failures = off.error_rate_pct = 0;
     const dp_breaker_config_t *d = dp_breaker_defaults_off ? &off : &dp_breaker_defaults;

@@ -126,6 +126,26 @@ test_sticky(void **state)
     assert_true(seen[0] > 0 && seen[1] > 0);
 }
 
+/* Settings are strings or numbers; out-of-range values are clamped; absent ones take the defaults. */
+static void
+test_policy_settings(void **state)
+{
+    (void)state;
+    dp_policy_t p;
+    json_t *s = json_pack("{s:s, s:i, s:s, s:s}", "total_timeout_ms", "1500", "attempt_timeout_ms", 400, "max_retries",
+                          "99", "idle_timeout_ms", "not a number");
+    assert_non_null(s);
+    dp_policy_from_settings(s, &p);
+    assert_int_equal(p.total_timeout_ms, 1500);
+    assert_int_equal(p.attempt_timeout_ms, 400);
+    assert_int_equal(p.max_retries, 10);
+    assert_int_equal(p.idle_timeout_ms, 60000);
+    json_decref(s);
+    dp_policy_from_settings(NULL, &p);
+    assert_int_equal(p.total_timeout_ms, 0); /* the process default (TOLLGATE_UPSTREAM_TIMEOUT_MS) */
+    assert_int_equal(p.attempt_timeout_ms, 0);
+}
+
 int
 main(void)
 {
@@ -133,6 +153,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_plan_weights, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_targets_are_not_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sticky, setup, teardown),
+        cmocka_unit_test(test_policy_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

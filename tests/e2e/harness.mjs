@@ -9,6 +9,7 @@
 // and carries the tail of its log; only 127.0.0.1 is used; whatever happens (a failing test, an
 // exception in `before`, the runner exiting), every process we started is killed and the temp dir is
 // removed (set TOLLGATE_E2E_KEEP=1 to keep the dir and its logs).
+import assert from 'node:assert/strict';
 import { spawn, execFile, execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -146,6 +147,58 @@ export function headerValue(headers, name) {
   const want = name.toLowerCase();
   for (const [k, v] of Object.entries(headers)) if (k.toLowerCase() === want) return v;
   return undefined;
+}
+
+// ---------------------------------------------------------------- /metrics
+
+// Parses Prometheus text 0.0.4 strictly enough to fail on a malformed line. Returns
+// {samples: [{name, labels, value}], types: {name: type}}.
+export function parseProm(text) {
+  const samples = [];
+  const types = {};
+  for (const line of text.split('\n')) {
+    if (line === '') continue;
+    if (line.startsWith('# TYPE ')) {
+      const [, , name, type] = line.split(' ');
+      types[name] = type;
+      continue;
+    }
+    if (line.startsWith('# HELP ')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$/.exec(line);
+    assert.ok(m, `malformed exposition line: ${line}`);
+    const labels = {};
+    if (m[3]) {
+      const re = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?/g;
+      let lm;
+      let consumed = 0;
+      while ((lm = re.exec(m[3]))) {
+        labels[lm[1]] = lm[2].replace(/\\(.)/g, (_, ch) => (ch === 'n' ? '\n' : ch));
+        consumed += lm[0].length;
+      }
+      assert.equal(consumed, m[3].length, `malformed labels: ${line}`);
+    }
+    const value = m[4] === '+Inf' ? Infinity : Number(m[4]);
+    assert.ok(!Number.isNaN(value), `bad value: ${line}`);
+    samples.push({ name: m[1], labels, value });
+  }
+  return { samples, types };
+}
+
+// GET {url}/metrics (a dataplane or the control plane), parsed; the ops token when one is set.
+export async function scrape(url, { token } = {}) {
+  const res = await fetch(`${url}/metrics`, {
+    headers: token ? { authorization: `Bearer ${token}` } : {}, signal: AbortSignal.timeout(5000) });
+  const text = await res.text();
+  assert.equal(res.status, 200, text);
+  assert.match(res.headers.get('content-type'), /^text\/plain; version=0\.0\.4/);
+  return parseProm(text);
+}
+
+// Sum of the samples named `name` whose labels include `want`.
+export function metricSum(prom, name, want = {}) {
+  return prom.samples
+    .filter((s) => s.name === name && Object.entries(want).every(([k, v]) => s.labels[k] === v))
+    .reduce((a, s) => a + s.value, 0);
 }
 
 // ---------------------------------------------------------------- ports

@@ -11,7 +11,8 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import {
-  BINS, MODEL, Proc, UPSTREAM_MODEL, expectedCost, freePort, headerValue, readSSE, startCluster, waitFor, waitHttp,
+  BINS, MODEL, Proc, UPSTREAM_MODEL, expectedCost, freePort, headerValue, metricSum as sum, readSSE, scrape,
+  startCluster, waitFor, waitHttp,
 } from './harness.mjs';
 
 let c;
@@ -59,55 +60,6 @@ function collectedSpans() {
     }
   }
   return out;
-}
-
-// Parses Prometheus text 0.0.4 strictly enough to fail on a malformed line. Returns
-// {samples: [{name, labels, value}], types: {name: type}}.
-function parseProm(text) {
-  const samples = [];
-  const types = {};
-  for (const line of text.split('\n')) {
-    if (line === '') continue;
-    if (line.startsWith('# TYPE ')) {
-      const [, , name, type] = line.split(' ');
-      types[name] = type;
-      continue;
-    }
-    if (line.startsWith('# HELP ')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$/.exec(line);
-    assert.ok(m, `malformed exposition line: ${line}`);
-    const labels = {};
-    if (m[3]) {
-      const re = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?/g;
-      let lm;
-      let consumed = 0;
-      while ((lm = re.exec(m[3]))) {
-        labels[lm[1]] = lm[2].replace(/\\(.)/g, (_, ch) => (ch === 'n' ? '\n' : ch));
-        consumed += lm[0].length;
-      }
-      assert.equal(consumed, m[3].length, `malformed labels: ${line}`);
-    }
-    const value = m[4] === '+Inf' ? Infinity : Number(m[4]);
-    assert.ok(!Number.isNaN(value), `bad value: ${line}`);
-    samples.push({ name: m[1], labels, value });
-  }
-  return { samples, types };
-}
-
-async function scrape(url, { token } = {}) {
-  const res = await fetch(`${url}/metrics`, {
-    headers: token ? { authorization: `Bearer ${token}` } : {}, signal: AbortSignal.timeout(5000) });
-  const text = await res.text();
-  assert.equal(res.status, 200, text);
-  assert.match(res.headers.get('content-type'), /^text\/plain; version=0\.0\.4/);
-  return parseProm(text);
-}
-
-// Sum of the samples named `name` whose labels include `want`.
-function sum(prom, name, want = {}) {
-  return prom.samples
-    .filter((s) => s.name === name && Object.entries(want).every(([k, v]) => s.labels[k] === v))
-    .reduce((a, s) => a + s.value, 0);
 }
 
 function accessLines() {

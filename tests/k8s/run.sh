@@ -122,7 +122,7 @@ done
 # ---- 4. no plain secrets ----------------------------------------------------------------------------
 # Every variable that carries a secret must come from a secretKeyRef: a `value:` right after its name
 # would be a secret in plain text in the rendered output.
-secret_vars='DATABASE_URL|TOLLGATE_ADMIN_TOKEN|TOLLGATE_MASTER_KEY|TOLLGATE_CLUSTER_SECRET|POSTGRES_PASSWORD'
+secret_vars='DATABASE_URL|TOLLGATE_ADMIN_TOKEN|TOLLGATE_MASTER_KEY|TOLLGATE_CLUSTER_SECRET|TOLLGATE_OPS_TOKEN|POSTGRES_PASSWORD'
 plain_secrets() {
 	local f=$1
 	if grep -EA1 -- "- name: ($secret_vars)\$" "$f" | grep -Eq '^\s+value:'; then
@@ -142,6 +142,19 @@ done
 # With every secret from existing Secrets, the chart generates nothing at all.
 check "nothing generated when every secret exists already" \
 	sh -c "! grep -q '^kind: Secret' '$WORK/rendered/existing-secrets-values.yaml'"
+
+# The ops token: in both Deployments by reference, and sent by the ServiceMonitor from the same Secret.
+sm_auth() { # values-args... -> how many endpoints send Bearer <secret>/<key>
+	"$HELM" template tg "$CHART" -n tollgate "$@" --show-only templates/servicemonitor.yaml | tr -d ' ' | tr '\n' '|' |
+		grep -o 'authorization:|type:Bearer|credentials:|name:[^|]*|key:[^|]*|' | sort | uniq -c | sed 's/^ *//'
+}
+check "ServiceMonitor sends the generated ops token on both endpoints" \
+	test "$(sm_auth -f "$CHART/ci/production-values.yaml")" = "2 authorization:|type:Bearer|credentials:|name:tg-tollgate-secrets|key:ops-token|"
+check "ServiceMonitor sends an existing ops token Secret" \
+	test "$(sm_auth --set serviceMonitor.enabled=true --set secrets.opsToken.existingSecret=ops --set secrets.opsToken.key=tok)" = "2 authorization:|type:Bearer|credentials:|name:ops|key:tok|"
+check "ops token off: no TOLLGATE_OPS_TOKEN, no ServiceMonitor credentials, nothing generated for it" \
+	sh -c "! '$HELM' template tg '$CHART' -n tollgate --set secrets.opsToken.enabled=false --set serviceMonitor.enabled=true |
+		grep -Eq 'TOLLGATE_OPS_TOKEN|authorization:|ops-token'"
 
 offline_summary() { echo "# k8s offline checks: $pass passed, $fail failed"; }
 
@@ -294,16 +307,22 @@ check "dataplane: readiness /readyz, preStop, grace covers the drain" \
 	test "$(jpath deploy/tg-tollgate-dataplane '{.spec.template.spec.containers[0].readinessProbe.httpGet.path} {.spec.template.spec.containers[0].lifecycle.preStop.exec.command[0]} {.spec.template.spec.terminationGracePeriodSeconds}')" = "/readyz /bin/sleep 320"
 check "HPA (autoscaling/v2beta2 on 1.20)" test "$(jpath hpa/tg-tollgate-dataplane '{.spec.maxReplicas}')" = "10"
 check "PodDisruptionBudget (policy/v1beta1 on 1.20)" test "$(jpath pdb/tg-tollgate-dataplane '{.spec.maxUnavailable}')" = "1"
-check "generated Secret holds the three secrets" \
-	test "$(k -n $NS get secret tg-tollgate-secrets -o json | jq -r '.data | keys | join(",")')" = "admin-token,cluster-secret,master-key"
+check "generated Secret holds the four secrets" \
+	test "$(k -n $NS get secret tg-tollgate-secrets -o json | jq -r '.data | keys | join(",")')" = "admin-token,cluster-secret,master-key,ops-token"
+for d in dataplane controlplane; do
+	check "$d: TOLLGATE_OPS_TOKEN from the generated Secret" \
+		test "$(jpath deploy/tg-tollgate-$d '{.spec.template.spec.containers[0].env[?(@.name=="TOLLGATE_OPS_TOKEN")].valueFrom.secretKeyRef.name}/{.spec.template.spec.containers[0].env[?(@.name=="TOLLGATE_OPS_TOKEN")].valueFrom.secretKeyRef.key}')" = "tg-tollgate-secrets/ops-token"
+done
 master_key=$(jpath secret/tg-tollgate-secrets '{.data.master-key}' | base64 -d)
 check "generated master key is 64 hex characters" grep -Eq '^[0-9a-f]{64}$' <<<"$master_key"
 admin_token=$(jpath secret/tg-tollgate-secrets '{.data.admin-token}')
+ops_token=$(jpath secret/tg-tollgate-secrets '{.data.ops-token}')
+check "generated ops token present" test -n "$ops_token"
 
 check "helm upgrade (longer drain)" H upgrade tg "$CHART" --reuse-values --set dataplane.drainTimeoutSeconds=600
 check "upgrade applied" test "$(jpath deploy/tg-tollgate-dataplane '{.spec.template.spec.terminationGracePeriodSeconds}')" = "620"
 check "upgrade ran the migration hook again" test "$(grep -c "^$NS tg-tollgate-migrate " "$WORK/jobs.log")" = 2
-check "upgrade kept the generated secrets" test "$(jpath secret/tg-tollgate-secrets '{.data.admin-token}')" = "$admin_token"
+check "upgrade kept the generated secrets" test "$(jpath secret/tg-tollgate-secrets '{.data.admin-token}/{.data.ops-token}')" = "$admin_token/$ops_token"
 
 check "helm rollback to revision 1" H rollback tg 1
 check "rollback restored the drain" test "$(jpath deploy/tg-tollgate-dataplane '{.spec.template.spec.terminationGracePeriodSeconds}')" = "320"

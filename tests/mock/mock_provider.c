@@ -16,6 +16,7 @@
  * The uv timer is malloc'd apart from the pool because its memory must outlive uv_close.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -562,6 +563,7 @@ struct mock_gen {
     int phase;
     int stream, include_usage, length_cut;
     int64_t status, chunk_delay_ms, reset_after, error_after; /* -1: unset */
+    uint64_t respond_at;                                      /* delay_ms: loop time of the answer */
     uint32_t ntokens, next;                                   /* next: index of the next stream event, see send_next */
     uint64_t prompt_tokens, cached_tokens;
     char id[48];
@@ -805,16 +807,56 @@ respond(struct mock_gen *g)
     send_next(g);
 }
 
+/* Whether the gateway closed the connection. h2o does not read from an HTTP/1 connection while a
+ * request is being handled, so a close during delay_ms would only show when the answer is written: a
+ * peek finds the end of stream (or a reset) at once. */
+static int
+client_left(h2o_req_t *req)
+{
+    if (req->version >= 0x200 || req->conn->callbacks->get_socket == NULL)
+        return 0;
+    h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+    int fd = sock != NULL ? h2o_socket_get_fd(sock) : -1;
+    if (fd < 0)
+        return 0;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/* delay_ms is waited out in slices, looking for a gateway that cancelled the call in between. */
+#define DELAY_SLICE_MS 50
+
+static void
+wait_delay(struct mock_gen *g)
+{
+    uint64_t now = uv_now(g->req->conn->ctx->loop);
+    if (now >= g->respond_at) {
+        respond(g);
+        return;
+    }
+    uint64_t left = g->respond_at - now;
+    arm_timer(g, left < DELAY_SLICE_MS ? left : DELAY_SLICE_MS);
+}
+
 static void
 on_timer(uv_timer_t *t)
 {
     struct mock_gen *g = ((struct mock_timer *)t)->gen;
     if (g == NULL)
         return;
-    if (g->phase == G_PENDING)
-        respond(g);
-    else if (g->phase == G_STREAMING)
+    if (g->phase == G_PENDING) {
+        if (client_left(g->req)) {
+            count_cancel(g); /* G_DONE: the answer below goes nowhere, h2o closes the connection */
+            g->req->res.status = 499;
+            g->req->res.reason = "Client Closed Request";
+            h2o_send_inline(g->req, "", 0);
+            return;
+        }
+        wait_delay(g);
+    } else if (g->phase == G_STREAMING) {
         send_next(g);
+    }
 }
 
 /* ---------------------------------------------------------------- request handlers */
@@ -949,10 +991,12 @@ on_chat(h2o_req_t *req)
     g->model = h2o_mem_alloc_pool(&req->pool, 6 * json_string_length(model) + 1);
     g->model_len = json_escape(g->model, json_string_value(model), json_string_length(model));
 
-    if (d.delay_ms > 0)
-        arm_timer(g, d.delay_ms);
-    else
+    if (d.delay_ms > 0) {
+        g->respond_at = uv_now(req->conn->ctx->loop) + (uint64_t)d.delay_ms;
+        wait_delay(g);
+    } else {
         respond(g);
+    }
 done:
     json_decref(root);
 }

@@ -59,7 +59,7 @@ app.kubernetes.io/part-of: tollgate
 {{/* Whether anything must be generated. */}}
 {{- define "tollgate.needsGeneratedSecret" -}}
 {{- $s := .Values.secrets -}}
-{{- if or (not $s.adminToken.existingSecret) (not $s.masterKey.existingSecret) (not $s.clusterSecret.existingSecret) .Values.postgresql.enabled -}}
+{{- if or (not $s.adminToken.existingSecret) (not $s.masterKey.existingSecret) (not $s.clusterSecret.existingSecret) (and $s.opsToken.enabled (not $s.opsToken.existingSecret)) .Values.postgresql.enabled -}}
 true
 {{- end -}}
 {{- end -}}
@@ -120,4 +120,24 @@ secretKeyRef:
 {{- if or (eq $p.admin $p.pub) (eq $p.admin $p.rep) (eq $p.pub $p.rep) -}}
 {{- fail "controlplane.ports.admin, .pub and .rep must be three different ports" -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+TOLLGATE_OPS_TOKEN for a container's env; include it only when secrets.opsToken.enabled.
+*/}}
+{{- define "tollgate.opsTokenEnv" -}}
+- name: TOLLGATE_OPS_TOKEN
+  valueFrom:
+    {{- include "tollgate.secretKeyRef" (dict "root" . "name" "opsToken") | nindent 4 }}
+{{- end -}}
+
+{{/*
+A ServiceMonitor endpoint's credentials: the ops token from its Secret (when secrets.opsToken.enabled).
+*/}}
+{{- define "tollgate.metricsAuthorization" -}}
+authorization:
+  type: Bearer
+  credentials:
+    name: {{ default (include "tollgate.generatedSecretName" .) .Values.secrets.opsToken.existingSecret }}
+    key: {{ .Values.secrets.opsToken.key }}
 {{- end -}}
