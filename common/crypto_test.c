@@ -78,11 +78,8 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sha256_vector),
-        cmocka_unit_test(test_hmac_vector),
-        cmocka_unit_test(test_hex_and_ct),
-        cmocka_unit_test(test_bearer),
-        cmocka_unit_test(test_aead),
+        cmocka_unit_test(test_sha256_vector), cmocka_unit_test(test_hmac_vector), cmocka_unit_test(test_hex_and_ct),
+        cmocka_unit_test(test_bearer),        cmocka_unit_test(test_aead),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
