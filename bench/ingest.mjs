@@ -12,7 +12,7 @@
 // PostgreSQL (all its processes, from /proc schedstat), and the median time per phase of a batch from
 // the control plane's cp.usage.stored lines. Rounds alternate the two variants on the same cluster.
 // Then checks exactness: the ledger's settled amounts equal the sum of the usage rows' costs.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,6 +24,7 @@ const BUILD = path.resolve(ROOT, process.env.TOLLGATE_BUILD);
 const { BenchCluster } = await import('./lib/cluster.mjs');
 const { cpuNs, cpuNsTree } = await import('./lib/procfs.mjs');
 const { median } = await import('./lib/stats.mjs');
+const { waitHttp } = await import('../tests/e2e/harness.mjs');
 
 const env = (k, d) => (process.env[k] ? Number(process.env[k]) : d);
 const BATCHES = env('INGEST_BATCHES', 200);
@@ -50,7 +51,25 @@ try {
   }
   const stored = () => c.logText('controlplane').split('\n').filter((l) => l.includes('cp.usage.stored')).length;
 
+  // INGEST_PERF=1: `perf record` of the control plane and every PostgreSQL process during each run
+  // (var/ingest-perf-<run>.data), for `perf report --no-children --sort dso,symbol`
+  const pgPids = () => {
+    try {
+      return fs.readFileSync(`/proc/${c.pgPid}/task/${c.pgPid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
+    } catch {
+      return [];
+    }
+  };
+  let nrun = 0;
   async function run(label) {
+    let perf = null;
+    if (process.env.INGEST_PERF === '1') {
+      const out = path.join(ROOT, `var/ingest-perf-${nrun}.data`);
+      perf = spawn('perf', ['record', '-F', '2000', '-g', '-o', out, '-p', [c.controlplane.pid, c.pgPid, ...pgPids()].join(',')],
+        { stdio: 'ignore' });
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    nrun++;
     const before = stored();
     const cp0 = cpuNs(c.controlplane.pid);
     const pg0 = cpuNsTree(c.pgPid);
@@ -63,6 +82,10 @@ try {
     const r = JSON.parse(out.trim());
     const cp = cpuNs(c.controlplane.pid) - cp0;
     const pgc = cpuNsTree(c.pgPid) - pg0;
+    if (perf) {
+      perf.kill('SIGINT');
+      await new Promise((r) => perf.on('exit', r));
+    }
     // phases of the batches of this run, as the control plane logged them
     const lines = c.logText('controlplane').split('\n').filter((l) => l.includes('cp.usage.stored')).slice(before);
     const phases = {};
@@ -106,6 +129,26 @@ try {
       throw new Error(`ledger differs from the usage rows: ${JSON.stringify(check)}`);
     }
     console.log(JSON.stringify({ exactness: check }));
+  }
+  if (process.env.INGEST_EXPLAIN === '1') {
+    // plans of every statement of a few batches (nested ones inside tollgate_settle() too), with
+    // timings and buffers, into PostgreSQL's log: auto_explain in the control plane's next session
+    await c.sql("LOAD 'auto_explain'");
+    await c.sql("ALTER SYSTEM SET session_preload_libraries = 'auto_explain'");
+    for (const [k, v] of [['log_min_duration', '0'], ['log_analyze', 'on'], ['log_buffers', 'on'],
+      ['log_nested_statements', 'on'], ['log_timing', 'on']]) await c.sql(`ALTER SYSTEM SET auto_explain.${k} = '${v}'`);
+    await c.sql('SELECT pg_reload_conf()');
+    await c.controlplane.stop(10000); // its new sessions load auto_explain
+    c.controlplane.start();
+    await waitHttp(c.controlplane, `${c.adminUrl}/readyz`, 200);
+    const saved = BATCHES;
+    execFileSync(driver, ['--url', c.cpEnv.TOLLGATE_CP_REP_URL, '--secret', c.clusterSecret, '--instance', 'ingest-bench',
+      '--tenant', tenant, '--keys', keys.join(','), '--teams', keys.map((_, i) => teams[i % 2]).join(','),
+      '--provider', seeded.provider.id, '--batches', '3', '--records', String(RECORDS), '--first-seq', String(seq)],
+    { encoding: 'utf8', timeout: 600000 });
+    seq += 3;
+    fs.copyFileSync(path.join(c.pgDir, 'log'), path.join(ROOT, 'var/ingest-explain.log'));
+    console.log(`plans in var/ingest-explain.log (${saved} batches per run)`);
   }
   const byLabel = {};
   for (const r of results) (byLabel[r.label] ??= []).push(r);

@@ -2,9 +2,10 @@
  * Hourly usage rollups on ingest (see usage_rollup.h).
  *
  * The batch is grouped in C by (hour, tenant, team, key, provider, model) (usage_group.c). The groups
- * (a handful for a typical batch) go to PostgreSQL as one array parameter per column, unnested, grouped once more (a
- * record without a team takes its key's team from virtual_keys, which can merge two groups) and upserted. So the cost
- * on the ingest path is one small statement per batch whatever its size, and COPY stays the only per-record work.
+ * (a handful for a typical batch) go to tollgate_rollup_add() (migrations/0007) as one array parameter
+ * per column; it unnests them, groups once more (a record without a team takes its key's team from
+ * virtual_keys, which can merge two groups) and upserts. So the cost on the ingest path is one small
+ * statement per batch whatever its size, and COPY stays the only per-record work in PostgreSQL.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -14,8 +15,6 @@
 #include "latency_hist.h"
 #include "usage_group.h"
 #include "usage_rollup.h"
-
-#define ZERO_UUID CP_ZERO_UUID
 
 typedef struct sbuf {
     char *p;
@@ -72,43 +71,11 @@ sb_quoted(sbuf_t *b, const char *s)
     sb_put(b, "\"", 1);
 }
 
-/* The upsert: columns arrive as arrays $1..$13 and the histograms as the 2-D array $14. */
-static const char *
-upsert_sql(void)
-{
-    static char sql[6144];
-    if (sql[0] != '\0')
-        return sql;
-    size_t n = 0;
-    n += (size_t)snprintf(sql + n, sizeof(sql) - n,
-                          "INSERT INTO usage_rollups_hourly AS r (hour, tenant_id, team_id, key_id, provider_id, "
-                          "model, requests, errors, input_tokens, output_tokens, cached_input_tokens, cost_nanousd,"
-                          " latency_sum_ms");
-    for (int i = 0; i < CP_LAT_BUCKETS; i++)
-        n += (size_t)snprintf(sql + n, sizeof(sql) - n, ", lat_%02d", i);
-    n += (size_t)snprintf(sql + n, sizeof(sql) - n,
-                          ") SELECT u.hour, u.tenant, coalesce(nullif(u.team, '" ZERO_UUID "'::uuid),"
-                          " (SELECT k.team_id FROM virtual_keys k WHERE k.id = u.key), '" ZERO_UUID "'::uuid),"
-                          " u.key, u.prov, u.model, sum(u.req), sum(u.err), sum(u.inp), sum(u.outp), sum(u.cached),"
-                          " sum(u.cost), sum(u.latsum)");
-    for (int i = 0; i < CP_LAT_BUCKETS; i++)
-        n += (size_t)snprintf(sql + n, sizeof(sql) - n, ", sum(($14::int[])[u.i::int][%d])", i + 1);
-    n += (size_t)snprintf(sql + n, sizeof(sql) - n,
-                          " FROM unnest($1::timestamptz[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[],"
-                          " $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[],"
-                          " $13::bigint[]) WITH ORDINALITY AS u(hour, tenant, team, key, prov, model, req, err, inp,"
-                          " outp, cached, cost, latsum, i) GROUP BY 1, 2, 3, 4, 5, 6"
-                          " ON CONFLICT (hour, tenant_id, team_id, key_id, provider_id, model) DO UPDATE SET"
-                          " requests = r.requests + excluded.requests, errors = r.errors + excluded.errors,"
-                          " input_tokens = r.input_tokens + excluded.input_tokens,"
-                          " output_tokens = r.output_tokens + excluded.output_tokens,"
-                          " cached_input_tokens = r.cached_input_tokens + excluded.cached_input_tokens,"
-                          " cost_nanousd = r.cost_nanousd + excluded.cost_nanousd,"
-                          " latency_sum_ms = r.latency_sum_ms + excluded.latency_sum_ms");
-    for (int i = 0; i < CP_LAT_BUCKETS; i++)
-        n += (size_t)snprintf(sql + n, sizeof(sql) - n, ", lat_%02d = r.lat_%02d + excluded.lat_%02d", i, i, i);
-    return sql;
-}
+/* The upsert is tollgate_rollup_add() (migrations/0007): planned once per session, not per batch. */
+static const char upsert_sql[] =
+    "SELECT tollgate_rollup_add($1::timestamptz[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[],"
+    " $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[],"
+    " $14::int[])";
 
 int
 cp_rollup_batch(PGconn *conn, const Tollgate__UsageBatch *batch, int64_t now_ms, char *ret_err, size_t errsz)
@@ -163,8 +130,8 @@ cp_rollup_batch(PGconn *conn, const Tollgate__UsageBatch *batch, int64_t now_ms,
         }
         params[c] = col[c].p;
     }
-    PGresult *res = PQexecParams(conn, upsert_sql(), 14, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+    PGresult *res = PQexecParams(conn, upsert_sql, 14, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         snprintf(ret_err, errsz, "usage rollup: %s", PQresultErrorMessage(res));
         PQclear(res);
         goto out;
