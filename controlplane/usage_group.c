@@ -16,7 +16,7 @@
 int64_t
 cp_usage_start_ms(const Tollgate__UsageRecord *u, int64_t now_ms)
 {
-    return u->started_unix_ms > 0 ? u->started_unix_ms : now_ms;
+    return u->started_unix_ms > 0 && u->started_unix_ms <= CP_MAX_START_MS ? u->started_unix_ms : now_ms;
 }
 
 int64_t

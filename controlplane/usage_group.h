@@ -35,7 +35,12 @@ typedef struct cp_settle_group {
     int64_t cost;
 } cp_settle_group_t;
 
-/* The start time stored for a record: its own, or `now_ms` when it has none (as usage_events does). */
+/* The last millisecond of year 9999 UTC: later start times are not stored as such (timestamptz and
+ * the microsecond arithmetic of binary COPY stay far from their limits). */
+#define CP_MAX_START_MS 253402300799999LL
+
+/* The start time stored for a record: its own, or `now_ms` when it has none or one past
+ * CP_MAX_START_MS (usage_events, the rollups and settlement all use this one). */
 int64_t cp_usage_start_ms(const Tollgate__UsageRecord *u, int64_t now_ms);
 
 /* floor(ms / 1000) for negative values too. */
