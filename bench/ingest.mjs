@@ -99,6 +99,9 @@ try {
     console.log(JSON.stringify(row));
   }
 
+  const indexes = await c.sql(`SELECT i.indexrelid::regclass::text AS name FROM pg_index i
+      WHERE i.indrelid = 'usage_events'::regclass`);
+  console.log(JSON.stringify({ usage_events_indexes: indexes.map((r) => r.name) }));
   // warm-up: caches, plans, the partition of this month
   await run('warm-up');
   results.length = 0;

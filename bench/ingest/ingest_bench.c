@@ -7,7 +7,8 @@
  * UsageBatch messages of --records synthetic records, each sent after the previous one was
  * acknowledged (as the shipper does), --batches of them. Records are spread over --keys keys and
  * --models models with start times over the last --spread-ms, like a gateway's 100 ms batch of
- * requests that lasted up to a few seconds. Prints one JSON line: records, batches, wall ms.
+ * requests that lasted up to a few seconds (--start-ms pins "now", e.g. to straddle an hour boundary:
+ * tests/e2e/ingest.test.mjs). Prints one JSON line: records, batches, wall ms.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -59,8 +60,8 @@ static void
 usage(void)
 {
     fprintf(stderr, "usage: tg-ingest-bench --url URL --secret S --instance ID --tenant UUID --keys UUID,..."
-                    " [--teams UUID|'',...] [--provider UUID] [--models m1,m2] [--batches N] [--records N]"
-                    " [--spread-ms MS] [--first-seq N]\n");
+                    " [--teams UUID|-,...] [--provider UUID] [--models m1,m2] [--batches N] [--records N]"
+                    " [--spread-ms MS] [--start-ms UNIX_MS] [--seed N] [--first-seq N]\n");
 }
 
 int
@@ -69,6 +70,8 @@ main(int argc, char **argv)
     const char *url = NULL, *secret = NULL, *instance = "ingest-bench", *tenant = NULL, *provider = "";
     char *keys_arg = NULL, *teams_arg = NULL, *models_arg = NULL;
     long batches = 100, records = 2000, spread = 2000;
+    long long start_ms = 0; /* 0: now, at each batch */
+    unsigned long long seed = 0x9e3779b97f4a7c15ull;
     unsigned long long first_seq = 1;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
@@ -94,6 +97,10 @@ main(int argc, char **argv)
             records = strtol(v, NULL, 10);
         else if (strcmp(k, "--spread-ms") == 0)
             spread = strtol(v, NULL, 10);
+        else if (strcmp(k, "--start-ms") == 0)
+            start_ms = strtoll(v, NULL, 10);
+        else if (strcmp(k, "--seed") == 0)
+            seed = strtoull(v, NULL, 10) | 1;
         else if (strcmp(k, "--first-seq") == 0)
             first_seq = strtoull(v, NULL, 10);
         else {
@@ -129,23 +136,26 @@ main(int argc, char **argv)
 
     Tollgate__UsageRecord *recs = calloc((size_t)records, sizeof(*recs));
     Tollgate__UsageRecord **ptrs = calloc((size_t)records, sizeof(*ptrs));
-    char(*ids)[40] = calloc((size_t)records, 40);
+    char(*ids)[96] = calloc((size_t)records, 96);
     if (recs == NULL || ptrs == NULL || ids == NULL)
         return 1;
+    rng = seed;
     long sent = 0, failed = 0;
     double t0 = mono_ms();
     for (long b = 0; b < batches; b++) {
-        int64_t now = now_ms();
+        int64_t now = start_ms > 0 ? start_ms : now_ms();
         for (long i = 0; i < records; i++) {
             Tollgate__UsageRecord *u = &recs[i];
             tollgate__usage_record__init(u);
             uint64_t r = next_rand();
             size_t k = (size_t)(r % nkeys);
-            snprintf(ids[i], sizeof(ids[i]), "ib-%llu-%ld", (unsigned long long)(first_seq + (uint64_t)b), i);
+            snprintf(ids[i], sizeof(ids[i]), "%.60s-%llu-%ld", instance, (unsigned long long)(first_seq + (uint64_t)b),
+                     i);
             u->request_id = ids[i];
             u->tenant_id = (char *)tenant;
             u->key_id = keys[k];
-            u->team_id = nteams ? teams[k % nteams] : "";
+            /* "-" in --teams: the record carries no team (the control plane takes the key's) */
+            u->team_id = nteams && strcmp(teams[k % nteams], "-") != 0 ? teams[k % nteams] : "";
             u->model = models[(r >> 8) % nmodels];
             u->provider_id = (char *)provider;
             u->upstream_model = u->model;
