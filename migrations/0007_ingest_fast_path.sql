@@ -69,24 +69,28 @@ RETURNS TABLE (o_limit uuid, o_period_start timestamptz, o_settled bigint, o_sof
 LANGUAGE plpgsql AS $$
 BEGIN
     RETURN QUERY
-    WITH r AS (
-        SELECT * FROM unnest(p_keys, p_models, p_ts_ms, p_costs) AS r(key_id, model, ts, cost) WHERE r.cost > 0),
-    rb AS ( -- cost per budget and start second
+    -- MATERIALIZED throughout: the row estimates of unnest() are guesses, and left to itself the planner
+    -- re-evaluated the period function once per row instead of once per distinct second
+    WITH r AS MATERIALIZED ( -- the groups with their key's tenant and team, one key lookup per group
+        SELECT k.tenant_id, k.team_id, k.id AS key_id, u.model, u.ts, u.cost
+          FROM unnest(p_keys, p_models, p_ts_ms, p_costs) AS u(key_id, model, ts, cost)
+          JOIN virtual_keys k ON k.id = u.key_id
+         WHERE u.cost > 0),
+    rb AS MATERIALIZED ( -- cost per budget and start second
         SELECT b.id AS limit_id, b.period, t.time_zone AS tz, b.hard_nanousd AS hard, b.soft_nanousd AS soft, r.ts,
                sum(r.cost) AS c
           FROM r
-          JOIN virtual_keys k ON k.id = r.key_id
-          JOIN budgets b ON b.tenant_id = k.tenant_id
-               AND (b.scope = 'tenant' OR (b.scope = 'team' AND b.team_id = k.team_id)
-                    OR (b.scope = 'key' AND b.key_id = k.id))
+          JOIN budgets b ON b.tenant_id = r.tenant_id
+               AND (b.scope = 'tenant' OR (b.scope = 'team' AND b.team_id = r.team_id)
+                    OR (b.scope = 'key' AND b.key_id = r.key_id))
                AND (b.model IS NULL OR b.model = r.model)
           JOIN tenants t ON t.id = b.tenant_id
          GROUP BY b.id, b.period, t.time_zone, b.hard_nanousd, b.soft_nanousd, r.ts),
-    pp AS ( -- one period computation per distinct (period, time zone, second)
+    d AS MATERIALIZED (SELECT DISTINCT rb.period, rb.tz, rb.ts FROM rb),
+    pp AS MATERIALIZED ( -- one period computation per distinct (period, time zone, second)
         SELECT d.period, d.tz, d.ts, pb.ps, pb.pe
-          FROM (SELECT DISTINCT rb.period, rb.tz, rb.ts FROM rb) d
-          CROSS JOIN LATERAL tollgate_allowance_period(d.period, to_timestamp(d.ts / 1000.0), d.tz) pb),
-    m AS (
+          FROM d CROSS JOIN LATERAL tollgate_allowance_period(d.period, to_timestamp(d.ts / 1000.0), d.tz) pb),
+    m AS MATERIALIZED (
         SELECT rb.limit_id, pp.ps, pp.pe, rb.hard, rb.soft, sum(rb.c)::bigint AS c
           FROM rb JOIN pp ON pp.period = rb.period AND pp.tz = rb.tz AND pp.ts = rb.ts
          GROUP BY rb.limit_id, pp.ps, pp.pe, rb.hard, rb.soft),
