@@ -49,6 +49,16 @@ try {
   for (let i = 0; i < NKEYS; i++) {
     keys.push((await c.admin('POST', '/admin/v1/keys', { tenant_id: tenant, name: `k${i}`, team_id: teams[i % 2] })).id);
   }
+  // A keep-alive connection the admin server closed while a long run went on fails the next call once
+  // ("other side closed"); one retry on a fresh connection.
+  const admin = async (...a) => {
+    try {
+      return await c.admin(...a);
+    } catch (e) {
+      if (!/fetch failed/.test(e.message)) throw e;
+      return c.admin(...a);
+    }
+  };
   const stored = () => c.logText('controlplane').split('\n').filter((l) => l.includes('cp.usage.stored')).length;
 
   // INGEST_PERF=1: `perf record` of the control plane and every PostgreSQL process during each run
@@ -113,12 +123,12 @@ try {
     }
     await run('no budgets');
     for (const k of keys) {
-      await c.admin('POST', '/admin/v1/budgets', { tenant_id: tenant, scope: 'key', key_id: k, period: 'monthly', hard_usd: '1000000000' });
+      await admin('POST', '/admin/v1/budgets', { tenant_id: tenant, scope: 'key', key_id: k, period: 'monthly', hard_usd: '1000000000' });
     }
     for (const t of teams) {
-      await c.admin('POST', '/admin/v1/budgets', { tenant_id: tenant, scope: 'team', team_id: t, period: 'daily', hard_usd: '1000000000' });
+      await admin('POST', '/admin/v1/budgets', { tenant_id: tenant, scope: 'team', team_id: t, period: 'daily', hard_usd: '1000000000' });
     }
-    await c.admin('POST', '/admin/v1/budgets', { tenant_id: tenant, scope: 'tenant', period: 'monthly', hard_usd: '1000000000' });
+    await admin('POST', '/admin/v1/budgets', { tenant_id: tenant, scope: 'tenant', period: 'monthly', hard_usd: '1000000000' });
     budgets = true;
     // exactness over this run: the budgets are new, so each one's ledger is this run's records alone
     const costSum = async () => (await c.sql('SELECT coalesce(sum(cost_nanousd), 0)::text AS s FROM usage_events'))[0].s;

@@ -6,7 +6,6 @@
  * of the groups only: a deterministic row order for the statements, which also takes the rollup rows'
  * locks in one order.
  */
-#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -31,12 +30,14 @@ uuid_or_zero(const char *s)
     return (s != NULL && cp_uuid_valid(s)) ? s : CP_ZERO_UUID;
 }
 
-/* FNV-1a; ids fold case (a UUID's hex digits), models do not. */
+/* FNV-1a; ids fold case, models do not. Ids here are canonical UUIDs (or the zero UUID), whose
+ * characters are hex digits and '-': OR-ing 0x20 lowercases A-F and leaves the rest as they are. */
 static uint64_t
 hash_str(uint64_t h, const char *s, int fold)
 {
+    unsigned char mask = fold ? 0x20 : 0;
     for (; *s != '\0'; s++) {
-        h ^= (unsigned char)(fold ? tolower((unsigned char)*s) : *s);
+        h ^= (unsigned char)*s | mask;
         h *= 0x100000001b3ull;
     }
     return h ^ 0xff; /* a separator, so ("ab","c") and ("a","bc") differ */
