@@ -19,6 +19,7 @@
 #include "lease.h"
 #include "snapshot.h"
 #include "tollgate.pb-c.h"
+#include "tollgate/arena.h"
 #include "tollgate/log.h"
 #include "usage_ingest.h"
 
@@ -63,11 +64,28 @@ handle_snapshot_request(cp_t *cp, const tg_wire_msg_t *msg)
     tollgate__snapshot_request__free_unpacked(req, NULL);
 }
 
+/* protobuf-c allocations of one usage batch come from an arena: unpacking thousands of records is
+ * then a few chunk allocations instead of a malloc per record and per string, and one release. */
+static void *
+arena_pb_alloc(void *data, size_t size)
+{
+    return tg_arena_alloc(data, size);
+}
+
+static void
+arena_pb_free(void *data, void *p)
+{
+    (void)data, (void)p; /* released with the arena */
+}
+
 static void
 handle_usage_batch(cp_t *cp, const tg_wire_msg_t *msg)
 {
-    Tollgate__UsageBatch *batch = tollgate__usage_batch__unpack(NULL, msg->len, msg->payload);
+    tg_arena_t arena = TG_ARENA_INIT;
+    ProtobufCAllocator alloc = {.alloc = arena_pb_alloc, .free = arena_pb_free, .allocator_data = &arena};
+    Tollgate__UsageBatch *batch = tollgate__usage_batch__unpack(&alloc, msg->len, msg->payload);
     if (batch == NULL) {
+        tg_arena_free(&arena);
         reply_error(cp, "malformed UsageBatch");
         return;
     }
@@ -86,7 +104,7 @@ handle_usage_batch(cp_t *cp, const tg_wire_msg_t *msg)
         if (rv != 0)
             tg_warn("cp.rep.send_failed", "type=usage_ack error=\"%s\"", nng_strerror(rv));
     }
-    tollgate__usage_batch__free_unpacked(batch, NULL);
+    tg_arena_free(&arena); /* the batch and everything in it */
 }
 
 static void

@@ -6,14 +6,17 @@
  * partial grant is ever applied on one side only. Times come from the governance clock
  * (tollgate/clock.h), so tests move periods and expiries without sleeping.
  *
- * Settlement builds four parallel arrays from the batch (key, model, start time, cost) and hands them
- * to tollgate_settle() as PostgreSQL array literals: one statement per batch whatever its size.
+ * Settlement groups the batch in C by (key, model, start second) with summed costs (usage_group.c) and
+ * hands the groups to tollgate_settle() as four parallel array literals: one statement per batch with
+ * a few rows, whatever the batch's size. Exact: every record of a group falls in the same period of
+ * every budget (usage_group.h says why), and the ledger only ever adds costs.
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "lease.h"
+#include "usage_group.h"
 #include "tollgate/clock.h"
 #include "tollgate/env.h"
 #include "tollgate/log.h"
@@ -209,32 +212,36 @@ sb_elem(strbuf_t *b, const char *s)
 }
 
 int
-cp_lease_settle_batch(cp_t *cp, const Tollgate__UsageBatch *batch, char *err, size_t errsz)
+cp_lease_settle_batch(cp_t *cp, const Tollgate__UsageBatch *batch, int64_t now_ms, char *err, size_t errsz)
 {
+    if (batch->n_records == 0)
+        return 0;
     strbuf_t keys = {0}, models = {0}, ts = {0}, costs = {0};
-    sb_put(&keys, "{", 1), sb_put(&models, "{", 1), sb_put(&ts, "{", 1), sb_put(&costs, "{", 1);
-    size_t n = 0;
-    for (size_t i = 0; i < batch->n_records; i++) {
-        const Tollgate__UsageRecord *u = batch->records[i];
-        if (u->cost_nanousd <= 0 || u->key_id == NULL || !cp_uuid_valid(u->key_id))
-            continue;
-        char num[24];
-        sb_elem(&keys, u->key_id);
-        sb_elem(&models, u->model != NULL ? u->model : "");
-        snprintf(num, sizeof(num), "%" PRId64, u->started_unix_ms);
-        sb_elem(&ts, num);
-        snprintf(num, sizeof(num), "%" PRId64, u->cost_nanousd);
-        sb_elem(&costs, num);
-        n++;
-    }
-    sb_put(&keys, "}", 1), sb_put(&models, "}", 1), sb_put(&ts, "}", 1), sb_put(&costs, "}", 1);
     int rv = -1;
-    if (keys.failed || models.failed || ts.failed || costs.failed) {
-        snprintf(err, errsz, "out of memory");
+    cp_settle_group_t *groups = malloc(batch->n_records * sizeof(*groups));
+    long n = groups != NULL ? cp_group_settlement(batch, now_ms, groups) : -1;
+    if (n < 0) {
+        snprintf(err, errsz, n == -2 ? "settle: cost totals out of range" : "out of memory");
         goto out;
     }
     if (n == 0) {
         rv = 0;
+        goto out;
+    }
+    sb_put(&keys, "{", 1), sb_put(&models, "{", 1), sb_put(&ts, "{", 1), sb_put(&costs, "{", 1);
+    for (long i = 0; i < n; i++) {
+        const cp_settle_group_t *g = &groups[i];
+        char num[24];
+        sb_elem(&keys, g->key);
+        sb_elem(&models, g->model);
+        snprintf(num, sizeof(num), "%" PRId64, g->sec * 1000);
+        sb_elem(&ts, num);
+        snprintf(num, sizeof(num), "%" PRId64, g->cost);
+        sb_elem(&costs, num);
+    }
+    sb_put(&keys, "}", 1), sb_put(&models, "}", 1), sb_put(&ts, "}", 1), sb_put(&costs, "}", 1);
+    if (keys.failed || models.failed || ts.failed || costs.failed) {
+        snprintf(err, errsz, "out of memory");
         goto out;
     }
     const char *params[] = {batch->instance_id, keys.p, models.p, ts.p, costs.p};
@@ -255,5 +262,6 @@ cp_lease_settle_batch(cp_t *cp, const Tollgate__UsageBatch *batch, char *err, si
     rv = 0;
 out:
     free(keys.p), free(models.p), free(ts.p), free(costs.p);
+    free(groups);
     return rv;
 }

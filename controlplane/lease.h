@@ -15,7 +15,8 @@ int cp_lease_grant(cp_t *cp, const Tollgate__LeaseRequest *rq, Tollgate__LeaseGr
 void cp_lease_grant_free(Tollgate__LeaseGrant *g);
 
 /* Inside the usage batch's open transaction: moves each record's cost from the sender's leases to the
- * settled spend of every budget it falls under. 0 or -1 (the caller rolls back). */
-int cp_lease_settle_batch(cp_t *cp, const Tollgate__UsageBatch *batch, char *err, size_t errsz);
+ * settled spend of every budget it falls under, in the period of the start time usage_events stores
+ * (`now_ms` for a record without one). 0 or -1 (the caller rolls back). */
+int cp_lease_settle_batch(cp_t *cp, const Tollgate__UsageBatch *batch, int64_t now_ms, char *err, size_t errsz);
 
 #endif

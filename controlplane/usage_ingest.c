@@ -2,40 +2,42 @@
  * Usage batch ingestion (see usage_ingest.h).
  *
  * One transaction per batch: the usage_batches row first (ON CONFLICT DO NOTHING tells us whether the
- * batch is new), then every record through one COPY ... FROM STDIN in text format. COPY is the
- * cheapest way into PostgreSQL for the server as well as for us: no statement with 16 parameters per
- * row to parse, plan and cast (the multi-row INSERT this replaced cost PostgreSQL ~13-37 us of CPU per
- * usage record, on the same cores as the dataplanes in a small deployment; see docs/performance.md).
+ * batch is new), then every record through one COPY ... FROM STDIN in binary format, then the batch's
+ * rollups (usage_rollup.c) and budget settlement (lease.c), then COMMIT, with synchronous_commit as the
+ * server has it (on by default): the usage rows and the ledger are the accounting, and an acknowledged
+ * batch is one the dataplane forgets. COPY is the cheapest way into PostgreSQL for the server as well
+ * as for us: no statement with 16 parameters per row to parse, plan and cast (the multi-row INSERT
+ * this replaced cost PostgreSQL ~13-37 us of CPU per usage record); binary rather than text because
+ * PostgreSQL then parses no numbers, timestamps or UUIDs (a fifth of its COPY time in text format; see
+ * docs/performance.md). Binary COPY ties this file to the column types of usage_events: a migration
+ * that changes one must change the matching put_* call here.
  * Ids that are not UUIDs are stored as NULL rather than failing the batch: a batch that can never be
- * stored would be resent forever. Text values are escaped for COPY's text format (backslash, tab,
- * newline, carriage return); protobuf-c strings cannot hold NUL bytes.
+ * stored would be resent forever. For the same reason a start time outside years 1970..9999 is
+ * replaced by the time of ingestion (usage_group.h), the same for the row, its rollup and its settlement.
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include "metrics.h"
 #include "tollgate/env.h"
 #include "tollgate/log.h"
 #include "lease.h"
+#include "usage_group.h"
 #include "usage_ingest.h"
 #include "usage_rollup.h"
 #include "util.h"
 
 #define NUMLEN     24
 #define COPY_CHUNK (256 * 1024)
+/* Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC), for binary timestamptz. */
+#define PG_EPOCH_US 946684800000000LL
 
 static const char copy_sql[] =
     "COPY usage_events (ts, request_id, instance_id, tenant_id, key_id, model, provider_id, upstream_model,"
     " input_tokens, output_tokens, cached_input_tokens, cost_nanousd, status, stream, latency_ms, endpoint, team_id)"
-    " FROM STDIN";
-
-static const char *
-uuid_or_null(const char *s)
-{
-    return (s != NULL && cp_uuid_valid(s)) ? s : NULL;
-}
+    " FROM STDIN (FORMAT binary)";
+#define COPY_FIELDS 17
 
 static int64_t
 clamp_i32(int64_t v)
@@ -44,115 +46,151 @@ clamp_i32(int64_t v)
 }
 
 typedef struct copy_buf {
-    char *p;
+    unsigned char *p;
     size_t len, cap;
+    int oom;
 } copy_buf_t;
 
-static int
-cb_reserve(copy_buf_t *b, size_t need)
+/* Room for `need` more bytes; on failure sets oom and returns NULL (later writes are dropped). */
+static unsigned char *
+cb_room(copy_buf_t *b, size_t need)
 {
-    if (b->len + need <= b->cap)
-        return 0;
-    size_t cap = b->cap ? b->cap : 64 * 1024;
-    while (cap < b->len + need)
-        cap *= 2;
-    char *n = realloc(b->p, cap);
-    if (n == NULL)
-        return -1;
-    b->p = n;
-    b->cap = cap;
-    return 0;
-}
-
-/* A text column (NULL -> \N), then the separator `sep`. */
-static int
-put_text(copy_buf_t *b, const char *s, char sep)
-{
-    if (s == NULL) {
-        if (cb_reserve(b, 3) != 0)
-            return -1;
-        memcpy(b->p + b->len, "\\N", 2);
-        b->len += 2;
-        b->p[b->len++] = sep;
-        return 0;
-    }
-    size_t n = strlen(s);
-    if (cb_reserve(b, 2 * n + 1) != 0)
-        return -1;
-    char *o = b->p + b->len;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        switch (c) {
-        case '\\':
-            *o++ = '\\', *o++ = '\\';
-            break;
-        case '\t':
-            *o++ = '\\', *o++ = 't';
-            break;
-        case '\n':
-            *o++ = '\\', *o++ = 'n';
-            break;
-        case '\r':
-            *o++ = '\\', *o++ = 'r';
-            break;
-        default:
-            *o++ = c;
+    if (b->oom)
+        return NULL;
+    if (b->len + need > b->cap) {
+        size_t cap = b->cap ? b->cap : 64 * 1024;
+        while (cap < b->len + need)
+            cap *= 2;
+        unsigned char *n = realloc(b->p, cap);
+        if (n == NULL) {
+            b->oom = 1;
+            return NULL;
         }
+        b->p = n;
+        b->cap = cap;
     }
-    *o++ = sep;
-    b->len = (size_t)(o - b->p);
-    return 0;
+    unsigned char *o = b->p + b->len;
+    b->len += need;
+    return o;
 }
 
-static int
-put_i64(copy_buf_t *b, int64_t v, char sep)
+static void
+be32(unsigned char *o, uint32_t v)
 {
-    if (cb_reserve(b, NUMLEN + 1) != 0)
-        return -1;
-    b->len += (size_t)snprintf(b->p + b->len, NUMLEN, "%" PRId64, v);
-    b->p[b->len++] = sep;
-    return 0;
+    o[0] = (unsigned char)(v >> 24), o[1] = (unsigned char)(v >> 16), o[2] = (unsigned char)(v >> 8);
+    o[3] = (unsigned char)v;
 }
 
-/* A timestamptz in UTC from Unix milliseconds, as to_timestamp(ms / 1000.0) would give it. */
-static int
-put_ts(copy_buf_t *b, int64_t ms, char sep)
+static void
+be64(unsigned char *o, uint64_t v)
 {
-    if (cb_reserve(b, 48) != 0)
-        return -1;
-    int64_t sec = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
-    time_t t = (time_t)sec;
-    struct tm tm;
-    if (gmtime_r(&t, &tm) == NULL)
-        return -1;
-    b->len += (size_t)snprintf(b->p + b->len, 47, "%04d-%02d-%02d %02d:%02d:%02d.%03d+00", tm.tm_year + 1900,
-                               tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms - sec * 1000));
-    b->p[b->len++] = sep;
-    return 0;
+    be32(o, (uint32_t)(v >> 32));
+    be32(o + 4, (uint32_t)v);
+}
+
+static void
+put_null(copy_buf_t *b)
+{
+    unsigned char *o = cb_room(b, 4);
+    if (o != NULL)
+        be32(o, 0xffffffffu);
+}
+
+static void
+put_text(copy_buf_t *b, const char *s)
+{
+    size_t n = strlen(s);
+    unsigned char *o = cb_room(b, 4 + n);
+    if (o != NULL) {
+        be32(o, (uint32_t)n);
+        memcpy(o + 4, s, n);
+    }
+}
+
+static void
+put_i64(copy_buf_t *b, int64_t v)
+{
+    unsigned char *o = cb_room(b, 12);
+    if (o != NULL) {
+        be32(o, 8);
+        be64(o + 4, (uint64_t)v);
+    }
+}
+
+static void
+put_i32(copy_buf_t *b, int32_t v)
+{
+    unsigned char *o = cb_room(b, 8);
+    if (o != NULL) {
+        be32(o, 4);
+        be32(o + 4, (uint32_t)v);
+    }
+}
+
+static void
+put_bool(copy_buf_t *b, int v)
+{
+    unsigned char *o = cb_room(b, 5);
+    if (o != NULL) {
+        be32(o, 1);
+        o[4] = v ? 1 : 0;
+    }
 }
 
 static int
+hexval(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* A uuid column: the 16 bytes of a canonical UUID string, NULL for anything else (as before: ids that
+ * are not UUIDs are stored as NULL rather than failing the batch). */
+static void
+put_uuid(copy_buf_t *b, const char *s)
+{
+    unsigned char u[16];
+    if (s == NULL || !cp_uuid_valid(s)) {
+        put_null(b);
+        return;
+    }
+    for (int i = 0, j = 0; i < 16; i++, j += 2) {
+        if (s[j] == '-')
+            j++;
+        u[i] = (unsigned char)(hexval(s[j]) << 4 | hexval(s[j + 1]));
+    }
+    unsigned char *o = cb_room(b, 20);
+    if (o != NULL) {
+        be32(o, 16);
+        memcpy(o + 4, u, 16);
+    }
+}
+
+static void
 put_record(copy_buf_t *b, const Tollgate__UsageBatch *batch, const Tollgate__UsageRecord *u, int64_t now_ms)
 {
-    int rv = 0;
-    rv |= put_ts(b, u->started_unix_ms > 0 ? u->started_unix_ms : now_ms, '\t');
-    rv |= put_text(b, u->request_id ? u->request_id : "", '\t');
-    rv |= put_text(b, batch->instance_id, '\t');
-    rv |= put_text(b, uuid_or_null(u->tenant_id), '\t');
-    rv |= put_text(b, uuid_or_null(u->key_id), '\t');
-    rv |= put_text(b, u->model ? u->model : "", '\t');
-    rv |= put_text(b, uuid_or_null(u->provider_id), '\t');
-    rv |= put_text(b, u->upstream_model ? u->upstream_model : "", '\t');
-    rv |= put_i64(b, (int64_t)u->input_tokens, '\t');
-    rv |= put_i64(b, (int64_t)u->output_tokens, '\t');
-    rv |= put_i64(b, (int64_t)u->cached_input_tokens, '\t');
-    rv |= put_i64(b, (int64_t)u->cost_nanousd, '\t');
-    rv |= put_i64(b, clamp_i32((int64_t)u->status), '\t');
-    rv |= put_text(b, u->stream ? "t" : "f", '\t');
-    rv |= put_i64(b, clamp_i32((int64_t)u->latency_ms), '\t');
-    rv |= put_text(b, u->endpoint ? u->endpoint : "", '\t');
-    rv |= put_text(b, uuid_or_null(u->team_id), '\n');
-    return rv;
+    unsigned char *o = cb_room(b, 2);
+    if (o != NULL)
+        o[0] = 0, o[1] = COPY_FIELDS;
+    put_i64(b, cp_usage_start_ms(u, now_ms) * 1000 - PG_EPOCH_US); /* timestamptz: µs since 2000 */
+    put_text(b, u->request_id ? u->request_id : "");
+    put_text(b, batch->instance_id);
+    put_uuid(b, u->tenant_id);
+    put_uuid(b, u->key_id);
+    put_text(b, u->model ? u->model : "");
+    put_uuid(b, u->provider_id);
+    put_text(b, u->upstream_model ? u->upstream_model : "");
+    put_i64(b, (int64_t)u->input_tokens);
+    put_i64(b, (int64_t)u->output_tokens);
+    put_i64(b, (int64_t)u->cached_input_tokens);
+    put_i64(b, (int64_t)u->cost_nanousd);
+    put_i32(b, (int32_t)clamp_i32((int64_t)u->status));
+    put_bool(b, u->stream);
+    put_i32(b, (int32_t)clamp_i32((int64_t)u->latency_ms));
+    put_text(b, u->endpoint ? u->endpoint : "");
+    put_uuid(b, u->team_id);
 }
 
 /* Streams every record of the batch into usage_events with one COPY. 0 or -1 (message in ret_err). */
@@ -162,11 +200,18 @@ copy_records(cp_t *cp, const Tollgate__UsageBatch *batch, int64_t now_ms, char *
     PGconn *conn = cp_db_conn(&cp->db);
     copy_buf_t b = {0};
     int rv = -1;
-    for (size_t i = 0; i < batch->n_records; i++) {
-        if (put_record(&b, batch, batch->records[i], now_ms) != 0) {
-            snprintf(ret_err, errsz, "out of memory");
-            goto out;
-        }
+    /* binary COPY: signature, flags, header extension length; the tuples; the -1 trailer */
+    static const unsigned char header[19] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0xff, '\r', '\n', 0};
+    unsigned char *o = cb_room(&b, sizeof(header));
+    if (o != NULL)
+        memcpy(o, header, sizeof(header));
+    for (size_t i = 0; i < batch->n_records; i++)
+        put_record(&b, batch, batch->records[i], now_ms);
+    if ((o = cb_room(&b, 2)) != NULL)
+        o[0] = 0xff, o[1] = 0xff;
+    if (b.oom) {
+        snprintf(ret_err, errsz, "out of memory");
+        goto out;
     }
     PGresult *res = PQexec(conn, copy_sql);
     if (PQresultStatus(res) != PGRES_COPY_IN) {
@@ -178,7 +223,7 @@ copy_records(cp_t *cp, const Tollgate__UsageBatch *batch, int64_t now_ms, char *
     int sent = 1;
     for (size_t off = 0; off < b.len && sent == 1; off += COPY_CHUNK) {
         size_t n = b.len - off < COPY_CHUNK ? b.len - off : COPY_CHUNK;
-        sent = PQputCopyData(conn, b.p + off, (int)n);
+        sent = PQputCopyData(conn, (const char *)b.p + off, (int)n);
     }
     if (sent != 1 || PQputCopyEnd(conn, NULL) != 1) {
         snprintf(ret_err, errsz, "copy usage_events: %s", PQerrorMessage(conn));
@@ -246,12 +291,17 @@ cp_usage_ingest(cp_t *cp, const Tollgate__UsageBatch *batch, int *ret_duplicate,
         return 0;
     }
     int64_t now_ms = tg_now_unix_ms();
+    /* phase times for the log line: where a batch's time goes (bench/ingest.mjs reads them) */
+    uint64_t t_begin = tg_mono_ns();
     if (batch->n_records > 0 && copy_records(cp, batch, now_ms, ret_err, errsz) != 0)
         goto rollback;
+    uint64_t t_copy = tg_mono_ns();
     if (cp_rollup_batch(cp_db_conn(&cp->db), batch, now_ms, ret_err, errsz) != 0)
         goto rollback;
-    if (cp_lease_settle_batch(cp, batch, ret_err, errsz) != 0) /* budgets' ledger, same transaction */
+    uint64_t t_rollup = tg_mono_ns();
+    if (cp_lease_settle_batch(cp, batch, now_ms, ret_err, errsz) != 0) /* budgets' ledger, same transaction */
         goto rollback;
+    uint64_t t_settle = tg_mono_ns();
     /* Acknowledge only what PostgreSQL says it committed: COMMIT of a transaction that failed along the way
      * (a statement added to it whose error went unnoticed, a deferred constraint) succeeds as a command
      * but answers ROLLBACK. A COMMIT whose answer is lost (the connection broke) is not acknowledged
@@ -265,9 +315,13 @@ cp_usage_ingest(cp_t *cp, const Tollgate__UsageBatch *batch, int *ret_duplicate,
     }
     PQclear(res);
     *ret_duplicate = 0;
-    cp_metrics_usage("stored", batch->n_records, (tg_mono_ns() - t0) / 1e9);
-    tg_info("cp.usage.stored", "instance=%s sequence=%s records=%zu ms=%.1f", batch->instance_id, seq, batch->n_records,
-            (tg_mono_ns() - t0) / 1e6);
+    uint64_t t_end = tg_mono_ns();
+    cp_metrics_usage("stored", batch->n_records, (t_end - t0) / 1e9);
+    tg_info("cp.usage.stored",
+            "instance=%s sequence=%s records=%zu ms=%.1f begin=%.2f copy=%.2f rollup=%.2f settle=%.2f"
+            " commit=%.2f",
+            batch->instance_id, seq, batch->n_records, (t_end - t0) / 1e6, (t_begin - t0) / 1e6,
+            (t_copy - t_begin) / 1e6, (t_rollup - t_copy) / 1e6, (t_settle - t_rollup) / 1e6, (t_end - t_settle) / 1e6);
     return 0;
 rollback:
     if (cp_db_conn(&cp->db) != NULL)

@@ -1,57 +1,20 @@
 /*
  * Hourly usage rollups on ingest (see usage_rollup.h).
  *
- * The batch is grouped here, in C, by (hour, tenant, team, key, provider, model): a sort of record
- * indexes and one pass over them. The groups (a handful for a typical batch) go to PostgreSQL as one
- * array parameter per column, unnested, grouped once more (a record without a team takes its key's
- * team from virtual_keys, which can merge two groups) and upserted. So the cost on the ingest path is
- * one small statement per batch whatever its size, and COPY stays the only per-record work.
- *
- * Ids that are not UUIDs become the zero UUID, as usage_events stores NULL for them.
+ * The batch is grouped in C by (hour, tenant, team, key, provider, model) (usage_group.c). The groups
+ * (a handful for a typical batch) go to tollgate_rollup_add() (migrations/0007) as one array parameter
+ * per column; it unnests them, groups once more (a record without a team takes its key's team from
+ * virtual_keys, which can merge two groups) and upserts. So the cost on the ingest path is one small
+ * statement per batch whatever its size, and COPY stays the only per-record work in PostgreSQL.
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include "latency_hist.h"
+#include "usage_group.h"
 #include "usage_rollup.h"
-#include "util.h"
-
-#define ZERO_UUID "00000000-0000-0000-0000-000000000000"
-
-typedef struct group {
-    int64_t hour_s;
-    const char *tenant, *team, *key, *provider, *model;
-    int64_t requests, errors, input, output, cached, cost, latency_sum;
-    int64_t lat[CP_LAT_BUCKETS];
-} group_t;
-
-typedef struct rec {
-    int64_t hour_s;
-    const char *tenant, *team, *key, *provider, *model;
-    const Tollgate__UsageRecord *u;
-} rec_t;
-
-static const char *
-uuid_or_zero(const char *s)
-{
-    return (s != NULL && cp_uuid_valid(s)) ? s : ZERO_UUID;
-}
-
-static int
-cmp_rec(const void *pa, const void *pb)
-{
-    const rec_t *a = pa, *b = pb;
-    int c;
-    if (a->hour_s != b->hour_s)
-        return a->hour_s < b->hour_s ? -1 : 1;
-    if ((c = strcasecmp(a->tenant, b->tenant)) != 0 || (c = strcasecmp(a->team, b->team)) != 0 ||
-        (c = strcasecmp(a->key, b->key)) != 0 || (c = strcasecmp(a->provider, b->provider)) != 0)
-        return c;
-    return strcmp(a->model, b->model);
-}
 
 typedef struct sbuf {
     char *p;
@@ -108,43 +71,11 @@ sb_quoted(sbuf_t *b, const char *s)
     sb_put(b, "\"", 1);
 }
 
-/* The upsert: columns arrive as arrays $1..$13 and the histograms as the 2-D array $14. */
-static const char *
-upsert_sql(void)
-{
-    static char sql[6144];
-    if (sql[0] != '\0')
-        return sql;
-    size_t n = 0;
-    n += (size_t)snprintf(sql + n, sizeof(sql) - n,
-                          "INSERT INTO usage_rollups_hourly AS r (hour, tenant_id, team_id, key_id, provider_id, "
-                          "model, requests, errors, input_tokens, output_tokens, cached_input_tokens, cost_nanousd,"
-                          " latency_sum_ms");
-    for (int i = 0; i < CP_LAT_BUCKETS; i++)
-        n += (size_t)snprintf(sql + n, sizeof(sql) - n, ", lat_%02d", i);
-    n += (size_t)snprintf(sql + n, sizeof(sql) - n,
-                          ") SELECT u.hour, u.tenant, coalesce(nullif(u.team, '" ZERO_UUID "'::uuid),"
-                          " (SELECT k.team_id FROM virtual_keys k WHERE k.id = u.key), '" ZERO_UUID "'::uuid),"
-                          " u.key, u.prov, u.model, sum(u.req), sum(u.err), sum(u.inp), sum(u.outp), sum(u.cached),"
-                          " sum(u.cost), sum(u.latsum)");
-    for (int i = 0; i < CP_LAT_BUCKETS; i++)
-        n += (size_t)snprintf(sql + n, sizeof(sql) - n, ", sum(($14::int[])[u.i::int][%d])", i + 1);
-    n += (size_t)snprintf(sql + n, sizeof(sql) - n,
-                          " FROM unnest($1::timestamptz[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[],"
-                          " $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[],"
-                          " $13::bigint[]) WITH ORDINALITY AS u(hour, tenant, team, key, prov, model, req, err, inp,"
-                          " outp, cached, cost, latsum, i) GROUP BY 1, 2, 3, 4, 5, 6"
-                          " ON CONFLICT (hour, tenant_id, team_id, key_id, provider_id, model) DO UPDATE SET"
-                          " requests = r.requests + excluded.requests, errors = r.errors + excluded.errors,"
-                          " input_tokens = r.input_tokens + excluded.input_tokens,"
-                          " output_tokens = r.output_tokens + excluded.output_tokens,"
-                          " cached_input_tokens = r.cached_input_tokens + excluded.cached_input_tokens,"
-                          " cost_nanousd = r.cost_nanousd + excluded.cost_nanousd,"
-                          " latency_sum_ms = r.latency_sum_ms + excluded.latency_sum_ms");
-    for (int i = 0; i < CP_LAT_BUCKETS; i++)
-        n += (size_t)snprintf(sql + n, sizeof(sql) - n, ", lat_%02d = r.lat_%02d + excluded.lat_%02d", i, i, i);
-    return sql;
-}
+/* The upsert is tollgate_rollup_add() (migrations/0007): planned once per session, not per batch. */
+static const char upsert_sql[] =
+    "SELECT tollgate_rollup_add($1::timestamptz[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[],"
+    " $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[],"
+    " $14::int[])";
 
 int
 cp_rollup_batch(PGconn *conn, const Tollgate__UsageBatch *batch, int64_t now_ms, char *ret_err, size_t errsz)
@@ -153,52 +84,18 @@ cp_rollup_batch(PGconn *conn, const Tollgate__UsageBatch *batch, int64_t now_ms,
     if (n == 0)
         return 0;
     int rv = -1;
-    rec_t *recs = calloc(n, sizeof(*recs));
-    group_t *groups = calloc(n, sizeof(*groups));
+    cp_rollup_group_t *groups = malloc(n * sizeof(*groups));
     sbuf_t col[14] = {0};
-    if (recs == NULL || groups == NULL) {
-        snprintf(ret_err, errsz, "out of memory");
+    long ng = groups != NULL ? cp_group_rollups(batch, now_ms, groups) : -1;
+    if (ng < 0) {
+        snprintf(ret_err, errsz, ng == -2 ? "usage rollup: token or cost totals out of range" : "out of memory");
         goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const Tollgate__UsageRecord *u = batch->records[i];
-        int64_t ms = u->started_unix_ms > 0 ? u->started_unix_ms : now_ms;
-        int64_t s = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
-        recs[i] = (rec_t){.hour_s = s - ((s % 3600) + 3600) % 3600,
-                          .tenant = uuid_or_zero(u->tenant_id),
-                          .team = uuid_or_zero(u->team_id),
-                          .key = uuid_or_zero(u->key_id),
-                          .provider = uuid_or_zero(u->provider_id),
-                          .model = u->model ? u->model : "",
-                          .u = u};
-    }
-    qsort(recs, n, sizeof(*recs), cmp_rec);
-    size_t ng = 0;
-    for (size_t i = 0; i < n; i++) {
-        const rec_t *rc = &recs[i];
-        if (ng == 0 || cmp_rec(rc, &recs[i - 1]) != 0) {
-            group_t *g = &groups[ng++];
-            g->hour_s = rc->hour_s;
-            g->tenant = rc->tenant, g->team = rc->team, g->key = rc->key, g->provider = rc->provider;
-            g->model = rc->model;
-        }
-        group_t *g = &groups[ng - 1];
-        const Tollgate__UsageRecord *u = rc->u;
-        int64_t lat = u->latency_ms > INT32_MAX ? INT32_MAX : (int64_t)u->latency_ms;
-        g->requests++;
-        g->errors += u->status >= 400;
-        g->input += (int64_t)u->input_tokens;
-        g->output += (int64_t)u->output_tokens;
-        g->cached += (int64_t)u->cached_input_tokens;
-        g->cost += (int64_t)u->cost_nanousd;
-        g->latency_sum += lat;
-        g->lat[cp_lat_bucket(lat)]++;
     }
 
     for (int c = 0; c < 14; c++)
-        sb_str(&col[c], c == 13 ? "{" : "{");
-    for (size_t i = 0; i < ng; i++) {
-        const group_t *g = &groups[i];
+        sb_str(&col[c], "{");
+    for (long i = 0; i < ng; i++) {
+        const cp_rollup_group_t *g = &groups[i];
         const char *sep = i ? "," : "";
         for (int c = 0; c < 14; c++)
             sb_str(&col[c], sep);
@@ -233,8 +130,8 @@ cp_rollup_batch(PGconn *conn, const Tollgate__UsageBatch *batch, int64_t now_ms,
         }
         params[c] = col[c].p;
     }
-    PGresult *res = PQexecParams(conn, upsert_sql(), 14, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+    PGresult *res = PQexecParams(conn, upsert_sql, 14, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         snprintf(ret_err, errsz, "usage rollup: %s", PQresultErrorMessage(res));
         PQclear(res);
         goto out;
@@ -244,7 +141,6 @@ cp_rollup_batch(PGconn *conn, const Tollgate__UsageBatch *batch, int64_t now_ms,
 out:
     for (int c = 0; c < 14; c++)
         free(col[c].p);
-    free(recs);
     free(groups);
     return rv;
 }

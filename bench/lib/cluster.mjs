@@ -32,8 +32,9 @@ const liveClusters = new Set();
 process.on('exit', () => { for (const c of liveClusters) c.stopSync(); });
 
 export class BenchCluster {
-  constructor({ build, dataplanes = 2, workers, mockThreads = 1, dpEnv = {}, logLevel = 'info' } = {}) {
+  constructor({ build, dataplanes = 2, workers, mockThreads = 1, dpEnv = {}, logLevel = 'info', migrationsDir } = {}) {
     this.build = build;
+    this.migrationsDir = migrationsDir ?? path.join(ROOT, 'migrations');
     this.nDataplanes = dataplanes;
     this.workers = workers;
     this.mockThreads = mockThreads;
@@ -86,7 +87,7 @@ export class BenchCluster {
       TOLLGATE_ADMIN_LISTEN: `127.0.0.1:${this.adminPort}`,
       TOLLGATE_CP_PUB_URL: `tcp://127.0.0.1:${this.pubPort}`,
       TOLLGATE_CP_REP_URL: `tcp://127.0.0.1:${this.repPort}`,
-      TOLLGATE_MIGRATIONS_DIR: path.join(ROOT, 'migrations'),
+      TOLLGATE_MIGRATIONS_DIR: this.migrationsDir,
       TOLLGATE_LOG_LEVEL: this.logLevel,
     };
     const migrate = this.proc('controlplane-migrate', 'cp', this.bins.controlplane, ['migrate'], this.cpEnv).start();
