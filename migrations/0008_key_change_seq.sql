@@ -55,3 +55,27 @@ $$;
 DROP TRIGGER virtual_keys_notify ON virtual_keys;
 CREATE TRIGGER virtual_keys_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON virtual_keys
     FOR EACH STATEMENT EXECUTE FUNCTION tollgate_notify_keys();
+
+-- Deleting a key cascades a DELETE to budgets and rate_limits, whose statement triggers fired even when
+-- no row of theirs went, turning every key delete into a full rebuild. Their DELETE now notifies only
+-- when rows were deleted (a transition table says which).
+CREATE FUNCTION tollgate_notify_config_if_rows() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM gone) THEN
+        PERFORM pg_notify('tollgate_config', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER budgets_notify ON budgets;
+CREATE TRIGGER budgets_notify AFTER INSERT OR UPDATE OR TRUNCATE ON budgets
+    FOR EACH STATEMENT EXECUTE FUNCTION tollgate_notify_config();
+CREATE TRIGGER budgets_notify_delete AFTER DELETE ON budgets REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION tollgate_notify_config_if_rows();
+DROP TRIGGER rate_limits_notify ON rate_limits;
+CREATE TRIGGER rate_limits_notify AFTER INSERT OR UPDATE OR TRUNCATE ON rate_limits
+    FOR EACH STATEMENT EXECUTE FUNCTION tollgate_notify_config();
+CREATE TRIGGER rate_limits_notify_delete AFTER DELETE ON rate_limits REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION tollgate_notify_config_if_rows();
