@@ -8,13 +8,16 @@
  * Publication: one mutex-protected pointer plus an atomic version that workers poll without locking.
  *
  * Deltas: a key delta never touches a published snapshot. It derives a new one that shares the base
- * (everything but the key set) and the key batches of the snapshot it applies to, copies the array of
- * key pointers (minus the keys the delta names, plus its upserts) and rebuilds the key table: O(keys)
- * pointer work, a few ms at 100,000 keys, and no decoding of what did not change. The new snapshot is
- * published like a full one, so a request sees either the old key set or the new one, never a mix.
+ * (everything but the key set) and the key batches of the snapshot it applies to. Usually it copies the
+ * key pointer array and the two key tables (by hash, by id: ~3 MB of memcpy at 100,000 keys) and then
+ * removes and adds only the keys the delta names; removed slots are marked, not emptied, so probe
+ * chains stay whole. When marked slots or referenced deltas pile up, it rebuilds array and tables from
+ * scratch instead (O(keys)). The new snapshot is published like a full one, so a request sees either
+ * the old key set or the new one, never a mix.
  */
 #include <pthread.h>
 #include <stdio.h>
+#include <sys/types.h>
 #include <stdlib.h>
 #include <string.h>
 #include "admission/allowance.h"
@@ -220,6 +223,7 @@ snapshot_free(dp_snapshot_t *s)
     free(s->batches);
     free(s->keys);
     free(s->key_slots);
+    free(s->id_slots);
     base_unref(s->base);
     free(s);
 }
@@ -536,21 +540,78 @@ snapshot_new(struct dp_snapshot_base *b, uint64_t version, int64_t created_unix_
     return s;
 }
 
-/* The key table of s->keys. */
-static int
-index_keys(dp_snapshot_t *s)
+static uint64_t
+id_hash(const char *id)
 {
-    s->key_mask = table_size(s->n_keys) - 1;
-    if ((s->key_slots = calloc(s->key_mask + 1, sizeof(uint32_t))) == NULL)
-        return -1;
-    for (size_t i = 0; i < s->n_keys; i++) {
-        for (size_t h = key_slot_hash(s->keys[i]->hash) & s->key_mask;; h = (h + 1) & s->key_mask) {
-            if (s->key_slots[h] == 0) {
-                s->key_slots[h] = (uint32_t)(i + 1);
-                break;
-            }
-        }
+    return fnv1a(id, strlen(id));
+}
+
+/* Puts index i of s->keys into both tables (first empty slot of each probe). */
+static void
+slots_add(dp_snapshot_t *s, size_t i)
+{
+    size_t h;
+    for (h = key_slot_hash(s->keys[i]->hash) & s->key_mask; s->key_slots[h] != 0; h = (h + 1) & s->key_mask)
+        ;
+    s->key_slots[h] = (uint32_t)(i + 1);
+    for (h = id_hash(s->keys[i]->id) & s->key_mask; s->id_slots[h] != 0; h = (h + 1) & s->key_mask)
+        ;
+    s->id_slots[h] = (uint32_t)(i + 1);
+}
+
+/* Replaces the entry `from` (index + 1) of key k by `to` in both tables. */
+static void
+slots_set(dp_snapshot_t *s, const dp_vkey_t *k, uint32_t from, uint32_t to)
+{
+    size_t h;
+    for (h = key_slot_hash(k->hash) & s->key_mask; s->key_slots[h] != from; h = (h + 1) & s->key_mask)
+        ;
+    s->key_slots[h] = to;
+    for (h = id_hash(k->id) & s->key_mask; s->id_slots[h] != from; h = (h + 1) & s->key_mask)
+        ;
+    s->id_slots[h] = to;
+}
+
+/* The index of the key with this id, or -1. */
+static ssize_t
+find_id(const dp_snapshot_t *s, const char *id)
+{
+    for (size_t h = id_hash(id) & s->key_mask;; h = (h + 1) & s->key_mask) {
+        uint32_t slot = s->id_slots[h];
+        if (slot == 0)
+            return -1;
+        if (slot != DP_SLOT_GONE && strcmp(s->keys[slot - 1]->id, id) == 0)
+            return (ssize_t)slot - 1;
     }
+}
+
+/* Removes key i: its slots become DP_SLOT_GONE (probe chains stay intact) and the last key moves into
+ * its place, so the array stays dense. */
+static void
+remove_key(dp_snapshot_t *s, size_t i)
+{
+    size_t last = s->n_keys - 1;
+    slots_set(s, s->keys[i], (uint32_t)(i + 1), DP_SLOT_GONE);
+    s->key_gone++;
+    if (i != last) {
+        slots_set(s, s->keys[last], (uint32_t)(last + 1), (uint32_t)(i + 1));
+        s->keys[i] = s->keys[last];
+    }
+    s->n_keys--;
+}
+
+/* Both key tables of s->keys, from scratch, for `room` keys at a load of at most 1/4, so that deltas
+ * can remove and add a quarter of the slots' worth before the next rebuild (the fast path stops at 1/2). */
+static int
+index_keys(dp_snapshot_t *s, size_t room)
+{
+    s->key_mask = table_size(2 * (room > s->n_keys ? room : s->n_keys)) - 1;
+    s->key_gone = 0;
+    if ((s->key_slots = calloc(s->key_mask + 1, sizeof(uint32_t))) == NULL ||
+        (s->id_slots = calloc(s->key_mask + 1, sizeof(uint32_t))) == NULL)
+        return -1;
+    for (size_t i = 0; i < s->n_keys; i++)
+        slots_add(s, i);
     return 0;
 }
 
@@ -648,7 +709,7 @@ dp_snapshot_build(const uint8_t *buf, size_t len, const tg_wire_key_t *wire_key,
         goto fail;
     for (size_t i = 0; i < b->keys.n_keys; i++)
         s->keys[s->n_keys++] = &b->keys.keys[i];
-    if (index_keys(s) != 0)
+    if (index_keys(s, s->n_keys) != 0)
         goto fail;
     base_unref(b);
     *ret = s;
@@ -659,6 +720,9 @@ fail:
     base_unref(b);
     return -1;
 }
+
+/* Deltas a snapshot may reference before the O(keys) path drops those whose keys are all gone. */
+#define MAX_DELTA_BATCHES 1024
 
 /* A small set of key ids (a delta's), open addressing on FNV-1a. */
 typedef struct id_set {
@@ -720,45 +784,78 @@ dp_snapshot_apply_delta(const dp_snapshot_t *cur, const uint8_t *buf, size_t len
     if (batch_fill(cur->base, b, d->upserts, d->n_upserts) != 0)
         goto fail;
 
-    /* every id the delta names leaves the old key set; upserts come back from the batch */
-    set.mask = table_size(d->n_upserts + d->n_deleted_ids) - 1;
-    if ((set.ids = calloc(set.mask + 1, sizeof(*set.ids))) == NULL)
-        goto fail;
-    for (size_t i = 0; i < d->n_upserts; i++)
-        id_set_add(&set, d->upserts[i]->id);
-    for (size_t i = 0; i < d->n_deleted_ids; i++)
-        id_set_add(&set, d->deleted_ids[i]);
-
     if ((s = snapshot_new(cur->base, d->version, d->created_unix_ms)) == NULL)
         goto fail;
-    if ((s->keys = calloc(cur->n_keys + b->n_keys + 1, sizeof(*s->keys))) == NULL ||
-        (s->batches = calloc(cur->n_batches + 1, sizeof(*s->batches))) == NULL)
-        goto fail;
-    for (size_t i = 0; i < cur->n_keys; i++) {
-        dp_vkey_t *k = cur->keys[i];
-        if (id_set_has(&set, k->id))
-            continue;
-        s->keys[s->n_keys++] = k;
-        if (k->batch != NULL)
-            k->batch->live++;
-    }
-    for (size_t i = 0; i < b->n_keys; i++)
-        s->keys[s->n_keys++] = &b->keys[i];
-    /* keep (one reference each) the earlier deltas that still have keys here */
-    for (size_t i = 0; i < cur->n_batches; i++) {
-        dp_key_batch_t *o = cur->batches[i];
-        if (o->live > 0) {
-            atomic_fetch_add_explicit(&o->refs, 1, memory_order_relaxed);
-            s->batches[s->n_batches++] = o;
+    size_t changes = d->n_upserts + d->n_deleted_ids, room = cur->n_keys + b->n_keys;
+    if (cur->id_slots != NULL && cur->n_batches < MAX_DELTA_BATCHES &&
+        2 * (room + cur->key_gone + changes) <= cur->key_mask + 1) {
+        /* O(changes): copy the key array and both tables, then remove and add only what the delta names */
+        if ((s->keys = malloc((room + 1) * sizeof(*s->keys))) == NULL ||
+            (s->key_slots = malloc((cur->key_mask + 1) * sizeof(uint32_t))) == NULL ||
+            (s->id_slots = malloc((cur->key_mask + 1) * sizeof(uint32_t))) == NULL ||
+            (s->batches = malloc((cur->n_batches + 1) * sizeof(*s->batches))) == NULL)
+            goto fail;
+        memcpy(s->keys, cur->keys, cur->n_keys * sizeof(*s->keys));
+        memcpy(s->key_slots, cur->key_slots, (cur->key_mask + 1) * sizeof(uint32_t));
+        memcpy(s->id_slots, cur->id_slots, (cur->key_mask + 1) * sizeof(uint32_t));
+        s->n_keys = cur->n_keys;
+        s->key_mask = cur->key_mask;
+        s->key_gone = cur->key_gone;
+        /* every earlier delta stays referenced until the next rebuild below drops those with no key left */
+        for (size_t i = 0; i < cur->n_batches; i++) {
+            atomic_fetch_add_explicit(&cur->batches[i]->refs, 1, memory_order_relaxed);
+            s->batches[s->n_batches++] = cur->batches[i];
         }
-        o->live = 0;
+        for (size_t i = 0; i < changes; i++) {
+            ssize_t at = find_id(s, i < d->n_deleted_ids ? d->deleted_ids[i] : d->upserts[i - d->n_deleted_ids]->id);
+            if (at >= 0)
+                remove_key(s, (size_t)at);
+        }
+        for (size_t i = 0; i < b->n_keys; i++) {
+            s->keys[s->n_keys] = &b->keys[i];
+            slots_add(s, s->n_keys++);
+        }
+    } else {
+        /* O(keys), when the tables are getting full of removed slots or deltas pile up: a fresh array
+         * without the ids the delta names (upserts come back from the batch), fresh tables, and only
+         * the earlier deltas that still have keys here */
+        set.mask = table_size(d->n_upserts + d->n_deleted_ids) - 1;
+        if ((set.ids = calloc(set.mask + 1, sizeof(*set.ids))) == NULL)
+            goto fail;
+        for (size_t i = 0; i < d->n_upserts; i++)
+            id_set_add(&set, d->upserts[i]->id);
+        for (size_t i = 0; i < d->n_deleted_ids; i++)
+            id_set_add(&set, d->deleted_ids[i]);
+
+        if ((s->keys = calloc(cur->n_keys + b->n_keys + 1, sizeof(*s->keys))) == NULL ||
+            (s->batches = calloc(cur->n_batches + 1, sizeof(*s->batches))) == NULL)
+            goto fail;
+        for (size_t i = 0; i < cur->n_keys; i++) {
+            dp_vkey_t *k = cur->keys[i];
+            if (id_set_has(&set, k->id))
+                continue;
+            s->keys[s->n_keys++] = k;
+            if (k->batch != NULL)
+                k->batch->live++;
+        }
+        for (size_t i = 0; i < b->n_keys; i++)
+            s->keys[s->n_keys++] = &b->keys[i];
+        /* keep (one reference each) the earlier deltas that still have keys here */
+        for (size_t i = 0; i < cur->n_batches; i++) {
+            dp_key_batch_t *o = cur->batches[i];
+            if (o->live > 0) {
+                atomic_fetch_add_explicit(&o->refs, 1, memory_order_relaxed);
+                s->batches[s->n_batches++] = o;
+            }
+            o->live = 0;
+        }
+        if (index_keys(s, room) != 0)
+            goto fail;
     }
     if (b->n_keys > 0) {
         s->batches[s->n_batches++] = b;
         b = NULL;
     }
-    if (index_keys(s) != 0)
-        goto fail;
     batch_unref(b);
     free(set.ids);
     *ret = s;
@@ -793,7 +890,7 @@ dp_snapshot_find_key(const dp_snapshot_t *s, const uint8_t hash[TG_SHA256_LEN])
         uint32_t slot = s->key_slots[h];
         if (slot == 0)
             return NULL;
-        if (memcmp(s->keys[slot - 1]->hash, hash, TG_SHA256_LEN) == 0)
+        if (slot != DP_SLOT_GONE && memcmp(s->keys[slot - 1]->hash, hash, TG_SHA256_LEN) == 0)
             return s->keys[slot - 1];
     }
 }

@@ -126,6 +126,8 @@ typedef struct dp_vkey {
 
 struct dp_snapshot_base;
 
+#define DP_SLOT_GONE UINT32_MAX
+
 typedef struct dp_snapshot {
     atomic_long refs;
     uint64_t version;
@@ -137,8 +139,10 @@ typedef struct dp_snapshot {
     struct dp_snapshot_base *base;
     dp_vkey_t **keys; /* this snapshot's keys: the base's, minus those deltas replaced, plus the deltas' */
     size_t n_keys;
-    uint32_t *key_slots; /* open addressing: index + 1, 0 = empty */
-    size_t key_mask;
+    uint32_t *key_slots;           /* by key hash, open addressing: index + 1, 0 = empty, DP_SLOT_GONE = removed */
+    uint32_t *id_slots;            /* by key id (FNV-1a), the same encoding: how a delta finds the keys it names */
+    size_t key_mask;               /* both tables have key_mask + 1 slots */
+    size_t key_gone;               /* DP_SLOT_GONE slots in each table (a rebuild clears them) */
     struct dp_key_batch **batches; /* the deltas whose keys are in `keys`, one reference each */
     size_t n_batches;
     dp_route_t *routes;

@@ -322,6 +322,59 @@ test_delta_upsert_revoke_delete(void **state)
     dp_snapshot_unref(s11);
 }
 
+/* Many changes on a small table take the O(keys) rebuild; a long run of small deltas alternates between
+ * both paths. The key set must be right after each, and earlier snapshots must stay intact. */
+static void
+test_delta_rebuild_and_churn(void **state)
+{
+    size_t len;
+    uint8_t *buf = make_snapshot(&len, &wk);
+    dp_snapshot_t *cur;
+    char err[128];
+    assert_int_equal(dp_snapshot_build(buf, len, &wk, &cur, err, sizeof(err)), 0);
+    free(buf);
+    size_t slots = cur->key_mask + 1;
+    up_t four[] = {{"a", "tg-a", NULL}, {"b", "tg-b", NULL}, {"c", "tg-c", NULL}, {"d", "tg-d", NULL}};
+    dp_snapshot_t *s = apply(cur, 7, 8, four, 4, NULL, 0, 0);
+    assert_int_equal(s->n_keys, 6);
+    assert_true(s->key_mask + 1 >= 2 * 6);
+    for (size_t i = 0; i < 4; i++)
+        assert_string_equal(key_of(s, four[i].plain)->id, four[i].id);
+    assert_non_null(key_of(s, "tg-one"));
+    assert_int_equal(cur->n_keys, 2);
+    dp_snapshot_unref(cur);
+    cur = s;
+    /* churn: each round adds a key and removes the previous round's */
+    char ids[64][8], plains[64][16];
+    uint64_t v = 8;
+    int saw_fast = 0, saw_rebuild = 0; /* removed slots marked; then cleared by a rebuild */
+    for (int r = 0; r < 64; r++) {
+        snprintf(ids[r], sizeof(ids[r]), "x%d", r);
+        snprintf(plains[r], sizeof(plains[r]), "tg-x%d", r);
+        up_t u = {ids[r], plains[r], NULL};
+        char *del[] = {r > 0 ? ids[r - 1] : "none"};
+        s = apply(cur, v, v + 1, &u, 1, del, 1, 0);
+        v++;
+        assert_non_null(key_of(s, plains[r]));
+        if (r > 0) {
+            assert_null(key_of(s, plains[r - 1]));
+            assert_non_null(key_of(cur, plains[r - 1])); /* the snapshot before is untouched */
+        }
+        assert_int_equal(s->n_keys, 7);
+        for (size_t i = 0; i < 4; i++)
+            assert_non_null(key_of(s, four[i].plain));
+        assert_true(s->n_batches <= 64);
+        saw_fast |= s->key_gone > 0;
+        saw_rebuild |= cur->key_gone > 0 && s->key_gone == 0;
+        dp_snapshot_unref(cur);
+        cur = s;
+    }
+    assert_true(saw_fast);
+    assert_true(saw_rebuild);
+    assert_true(cur->key_mask + 1 >= slots);
+    dp_snapshot_unref(cur);
+}
+
 int
 main(void)
 {
@@ -332,6 +385,7 @@ main(void)
         cmocka_unit_test(test_cost),
         cmocka_unit_test(test_delta_base_mismatch),
         cmocka_unit_test(test_delta_upsert_revoke_delete),
+        cmocka_unit_test(test_delta_rebuild_and_churn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
