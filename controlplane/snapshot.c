@@ -21,6 +21,7 @@
 #include <string.h>
 #include <jansson.h>
 #include "channel.h"
+#include "keyset.h"
 #include "metrics.h"
 #include "snapshot.h"
 #include "tollgate/clock.h"
@@ -102,26 +103,10 @@ arena_free(struct cp_arena *a)
     free(a);
 }
 
-/* The key set: an array of keys whose storage is spread over the arenas of the reads that brought them
- * (the full read, then one per delta). The arenas go when the set is read again from scratch. */
-struct cp_keyset {
-    Tollgate__VirtualKey **keys;
-    size_t n;
-    struct cp_arena **arenas;
-    size_t n_arenas;
-    uint64_t hwm; /* the highest change_seq of keys and tombstones reflected here */
-};
-
 static void
-keyset_free(struct cp_keyset *ks)
+owner_free(void *owner)
 {
-    if (ks == NULL)
-        return;
-    for (size_t i = 0; i < ks->n_arenas; i++)
-        arena_free(ks->arenas[i]);
-    free(ks->arenas);
-    free(ks->keys);
-    free(ks);
+    arena_free(owner);
 }
 
 void
@@ -130,7 +115,7 @@ cp_snapshot_free(cp_snapshot_t *snap)
     if (snap == NULL)
         return;
     arena_free(snap->arena);
-    keyset_free(snap->keys);
+    cp_keyset_free(snap->keys);
     free(snap);
 }
 
@@ -290,7 +275,7 @@ keys_query(cp_t *cp, PGresult **res, const char *sql, int nparams, const char *c
 
 /* Every live key, into a new key set (inside the build's transaction). 0 or -1. */
 static int
-load_keys(cp_t *cp, struct cp_keyset **ret)
+load_keys(cp_t *cp, cp_keyset_t **ret)
 {
     /* expiry on the governance clock (tollgate/clock.h), like the dataplane's check */
     char now[24];
@@ -304,30 +289,25 @@ load_keys(cp_t *cp, struct cp_keyset **ret)
     if (keys_query(cp, &res, SQL_KEYS, 1, params) != 0)
         return -1;
     size_t n = PQntuples(res);
-    struct cp_keyset *ks = calloc(1, sizeof(*ks));
     struct cp_arena *a = calloc(1, sizeof(*a));
-    if (ks == NULL || a == NULL || (ks->arenas = calloc(1, sizeof(*ks->arenas))) == NULL) {
-        free(a);
-        goto fail;
-    }
-    ks->arenas[ks->n_arenas++] = a;
-    ks->hwm = hwm;
-    Tollgate__VirtualKey *items = arena_calloc(a, n, sizeof(*items));
-    if ((ks->keys = calloc(n + 1, sizeof(*ks->keys))) == NULL || (n > 0 && items == NULL))
+    Tollgate__VirtualKey *items = a != NULL ? arena_calloc(a, n, sizeof(*items)) : NULL;
+    Tollgate__VirtualKey **ptrs = a != NULL ? arena_calloc(a, n, sizeof(*ptrs)) : NULL;
+    if (a == NULL || (n > 0 && (items == NULL || ptrs == NULL)))
         goto fail;
     for (size_t i = 0; i < n; i++) {
         if (key_from_row(a, res, (int)i, &items[i]) != 0) {
             tg_error("cp.snapshot.bad_row", "table=virtual_keys");
             goto fail;
         }
-        ks->keys[ks->n++] = &items[i];
+        ptrs[i] = &items[i];
     }
+    if ((*ret = cp_keyset_new(ptrs, n, a, owner_free, hwm)) == NULL)
+        goto fail;
     PQclear(res);
-    *ret = ks;
     return 0;
 fail:
     PQclear(res);
-    keyset_free(ks);
+    arena_free(a);
     return -1;
 }
 
@@ -392,61 +372,6 @@ fail:
     PQclear(kres);
     PQclear(tres);
     return -1;
-}
-
-static uint64_t
-fnv1a(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s != '\0'; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
-/* Applies changes to the key set, which takes over their arena: the ids they name leave, the upserts
- * join. O(keys) pointer moves with a small hash set of the changed ids. 0, or -1 (set unchanged). */
-static int
-keyset_apply(struct cp_keyset *ks, key_changes_t *c)
-{
-    size_t n_ids = c->n_upserts + c->n_deleted, mask = 15;
-    while (mask + 1 < 2 * n_ids)
-        mask = mask * 2 + 1;
-    const char **set = calloc(mask + 1, sizeof(*set));
-    Tollgate__VirtualKey **keys = calloc(ks->n + c->n_upserts + 1, sizeof(*keys));
-    struct cp_arena **arenas = realloc(ks->arenas, (ks->n_arenas + 1) * sizeof(*arenas));
-    if (arenas != NULL)
-        ks->arenas = arenas;
-    if (set == NULL || keys == NULL || arenas == NULL) {
-        free(set);
-        free(keys);
-        return -1;
-    }
-    for (size_t i = 0; i < n_ids; i++) {
-        const char *id = i < c->n_upserts ? c->upserts[i]->id : c->deleted[i - c->n_upserts];
-        size_t h = fnv1a(id) & mask;
-        while (set[h] != NULL && strcmp(set[h], id) != 0)
-            h = (h + 1) & mask;
-        set[h] = id;
-    }
-    size_t n = 0;
-    for (size_t i = 0; i < ks->n; i++) {
-        const char *id = ks->keys[i]->id;
-        size_t h = fnv1a(id) & mask;
-        while (set[h] != NULL && strcmp(set[h], id) != 0)
-            h = (h + 1) & mask;
-        if (set[h] == NULL)
-            keys[n++] = ks->keys[i];
-    }
-    for (size_t i = 0; i < c->n_upserts; i++)
-        keys[n++] = c->upserts[i];
-    free(set);
-    free(ks->keys);
-    ks->keys = keys;
-    ks->n = n;
-    ks->arenas[ks->n_arenas++] = c->a;
-    c->a = NULL;
-    ks->hwm = c->hwm;
-    return 0;
 }
 
 /*
@@ -715,7 +640,7 @@ static int
 build_full(cp_t *cp, cp_snapshot_t *prev, int reload, cp_snapshot_t **ret)
 {
     key_changes_t changes = {0};
-    struct cp_keyset *fresh = NULL;
+    cp_keyset_t *fresh = NULL;
     cp_snapshot_t *s = calloc(1, sizeof(*s));
     if (s == NULL || (s->arena = calloc(1, sizeof(*s->arena))) == NULL ||
         (changes.a = calloc(1, sizeof(*changes.a))) == NULL) {
@@ -751,8 +676,10 @@ build_full(cp_t *cp, cp_snapshot_t *prev, int reload, cp_snapshot_t **ret)
         fresh = NULL;
         cp->keys_loaded_ms = tg_mono_ns() / 1000000;
     } else {
-        if (keyset_apply(prev->keys, &changes) != 0)
+        if (cp_keyset_apply(prev->keys, changes.upserts, changes.n_upserts, changes.deleted, changes.n_deleted,
+                            changes.a, changes.hwm) != 0)
             goto fail;
+        changes.a = NULL; /* the key set's now */
         s->keys = prev->keys;
         prev->keys = NULL;
     }
@@ -769,7 +696,7 @@ rollback:
     if (cp_db_conn(&cp->db) != NULL)
         cp_db_exec(&cp->db, "ROLLBACK", 0, NULL);
 fail:
-    keyset_free(fresh);
+    cp_keyset_free(fresh);
     arena_free(changes.a);
     cp_snapshot_free(s);
     return -1;
@@ -824,7 +751,7 @@ publish_delta(cp_t *cp)
     d.n_deleted_ids = c.n_deleted;
     size_t bytes = full ? 0 : tollgate__key_delta__get_packed_size(&d);
     int rv = full ? 0 : cp_channel_publish(cp, TOLLGATE__MSG_TYPE__MSG_KEY_DELTA, &d.base);
-    if (keyset_apply(s->keys, &c) != 0) {
+    if (cp_keyset_apply(s->keys, c.upserts, c.n_upserts, c.deleted, c.n_deleted, c.a, c.hwm) != 0) {
         /* the dataplanes may have the delta and we do not: a full reload puts everyone on one version */
         arena_free(c.a);
         cp->keys_reload = 1;

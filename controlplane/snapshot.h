@@ -17,7 +17,6 @@
 #include "tollgate.pb-c.h"
 
 struct cp_arena;
-struct cp_keyset;
 
 /*
  * The published state: msg is always the full snapshot at `version`. Everything but the keys lives in
@@ -28,7 +27,7 @@ struct cp_keyset;
 struct cp_snapshot {
     Tollgate__Snapshot msg;
     struct cp_arena *arena;
-    struct cp_keyset *keys;
+    struct cp_keyset *keys; /* keyset.h */
     uint64_t version;
     int64_t created_unix_ms;
 };
