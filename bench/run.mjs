@@ -329,8 +329,11 @@ async function slowStreams(c) {
 }
 
 // Config change -> enforced on every dataplane: create a key and poll each dataplane until it accepts
-// it; revoke it and poll until each refuses it. Times run from just before the admin call.
+// it; revoke it and poll until each refuses it. Times run from just before the admin call. Starts once
+// the previous scenario's usage is stored: otherwise the first changes queue behind that backlog on the
+// control plane's one thread and measure the backlog, not propagation.
 async function propagation(c, label) {
+  await settle(c);
   const create = [];
   const revoke = [];
   for (let i = 0; i < CFG.propagations; i++) {
