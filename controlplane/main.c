@@ -110,9 +110,10 @@ on_db_connect(cp_db_t *db)
         return -1;
     if (cp_db_exec(db, "LISTEN tollgate_config", 0, NULL) != 0)
         return -1;
-    /* Changes made while we were away sent notifications nobody heard. */
+    /* Changes made while we were away sent notifications nobody heard; and the database may have come
+     * back from a backup, with change stamps below our mark: read every key again. */
     if (cp_leader_is_leading(&cp->leader))
-        cp_snapshot_schedule(cp);
+        cp_snapshot_schedule_reload(cp);
     return 0;
 }
 
