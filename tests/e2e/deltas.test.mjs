@@ -144,3 +144,33 @@ describe('key deltas', () => {
     }, async (dp) => (await models(dp, next.key)).status === 200, 'key after the restart');
   });
 });
+
+// Belt and braces: a change that bypasses the triggers (no stamp, no notification) is still picked up by
+// the periodic full read of the keys (TOLLGATE_SNAPSHOT_RELOAD_S, 1 s here).
+describe('periodic full reload', () => {
+  let r;
+  before(async () => {
+    r = await startCluster({ dataplanes: 1, label: 'reload', cpEnv: { TOLLGATE_SNAPSHOT_RELOAD_S: '1' } });
+  });
+  after(async () => {
+    await r?.stop();
+  });
+
+  test('a revocation made with the triggers disabled is enforced after the next reload', async () => {
+    const s = await r.seed();
+    const key = await r.createKey(s.tenant.id, { name: 'behind-the-back' });
+    const dp = r.dataplanes[0];
+    const before = await updates(dp);
+    await r.sql('ALTER TABLE virtual_keys DISABLE TRIGGER USER');
+    try {
+      await r.sql(`UPDATE virtual_keys SET status = 'revoked' WHERE id = $1`, [key.id]);
+    } finally {
+      await r.sql('ALTER TABLE virtual_keys ENABLE TRIGGER USER');
+    }
+    await waitFor(async () => (await models(dp, key.key)).status === 401, 10000,
+      { what: 'the reload to drop the revoked key' });
+    const after = await updates(dp);
+    assert.ok(after.full > before.full, 'a full snapshot carried it');
+    assert.equal((await models(dp, s.key.key)).status, 200);
+  });
+});
