@@ -116,7 +116,57 @@ cp_snapshot_free(cp_snapshot_t *snap)
         return;
     arena_free(snap->arena);
     cp_keyset_free(snap->keys);
+    free(snap->keys_packed);
+    free(snap->packed);
     free(snap);
+}
+
+/* The key set changed in place: both encodings are stale. */
+static void
+packed_forget(cp_snapshot_t *s)
+{
+    free(s->keys_packed);
+    free(s->packed);
+    s->keys_packed = s->packed = NULL;
+    s->keys_packed_len = s->packed_len = 0;
+    s->packed_version = 0;
+}
+
+/*
+ * A protobuf message may carry its fields in any order and repeated fields concatenate, so the snapshot
+ * is encoded as (everything but the keys) followed by (the keys field alone): a Snapshot holding only
+ * its keys encodes to exactly that field's bytes (proto3 leaves default scalars out).
+ */
+int
+cp_snapshot_packed(cp_snapshot_t *s, const uint8_t **buf, size_t *len)
+{
+    if (s->packed == NULL || s->packed_version != s->version) {
+        if (s->keys_packed == NULL) {
+            Tollgate__Snapshot k = TOLLGATE__SNAPSHOT__INIT;
+            k.keys = s->msg.keys;
+            k.n_keys = s->msg.n_keys;
+            s->keys_packed_len = tollgate__snapshot__get_packed_size(&k);
+            if ((s->keys_packed = malloc(s->keys_packed_len + 1)) == NULL)
+                return -1;
+            tollgate__snapshot__pack(&k, s->keys_packed);
+        }
+        Tollgate__Snapshot rest = s->msg;
+        rest.keys = NULL;
+        rest.n_keys = 0;
+        size_t n = tollgate__snapshot__get_packed_size(&rest);
+        uint8_t *p = malloc(n + s->keys_packed_len + 1);
+        if (p == NULL)
+            return -1;
+        tollgate__snapshot__pack(&rest, p);
+        memcpy(p + n, s->keys_packed, s->keys_packed_len);
+        free(s->packed);
+        s->packed = p;
+        s->packed_len = n + s->keys_packed_len;
+        s->packed_version = s->version;
+    }
+    *buf = s->packed;
+    *len = s->packed_len;
+    return 0;
 }
 
 /* ---------------------------------------------------------------------------------------------------
@@ -691,6 +741,11 @@ build_full(cp_t *cp, cp_snapshot_t *prev, int reload, cp_snapshot_t **ret)
         changes.a = NULL; /* the key set's now */
         s->keys = prev->keys;
         prev->keys = NULL;
+        if (changes.n_upserts + changes.n_deleted == 0) { /* the keys' encoding still holds */
+            s->keys_packed = prev->keys_packed;
+            s->keys_packed_len = prev->keys_packed_len;
+            prev->keys_packed = NULL;
+        }
     }
     arena_free(changes.a);
     s->created_unix_ms = tg_now_unix_ms();
@@ -767,6 +822,7 @@ publish_delta(cp_t *cp)
         cp->keys_reload = 1;
         return 1;
     }
+    packed_forget(s);
     s->version = s->msg.version = version;
     s->created_unix_ms = s->msg.created_unix_ms = d.created_unix_ms;
     s->msg.keys = s->keys->keys;
@@ -808,11 +864,14 @@ static void
 publish_full(cp_t *cp, uint64_t t0, const char *what)
 {
     cp_snapshot_t *s = cp->snap;
-    int rv = cp_channel_publish(cp, TOLLGATE__MSG_TYPE__MSG_SNAPSHOT, &s->msg.base);
+    const uint8_t *buf;
+    size_t bytes = 0;
+    int rv = cp_snapshot_packed(s, &buf, &bytes) != 0
+                 ? NNG_ENOMEM
+                 : cp_channel_publish_bytes(cp, TOLLGATE__MSG_TYPE__MSG_SNAPSHOT, buf, bytes);
     if (rv != 0)
         tg_warn("cp.snapshot.publish_failed", "version=%llu error=\"%s\"", (unsigned long long)s->version,
                 nng_strerror(rv));
-    size_t bytes = tollgate__snapshot__get_packed_size(&s->msg);
     cp_metrics_snapshot(1, rv == 0, s->version, bytes, (tg_mono_ns() - t0) / 1e9);
     tg_info(
         "cp.snapshot.published",

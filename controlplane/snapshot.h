@@ -30,9 +30,20 @@ struct cp_snapshot {
     struct cp_keyset *keys; /* keyset.h */
     uint64_t version;
     int64_t created_unix_ms;
+    /* Encodings kept between uses (12 MB and tens of ms at 100,000 keys): the keys field alone, valid
+     * until the key set changes (a full rebuild that changed no key reuses it), and the whole snapshot
+     * at packed_version (publish and every fetch of that version). */
+    uint8_t *keys_packed;
+    size_t keys_packed_len;
+    uint8_t *packed;
+    size_t packed_len;
+    uint64_t packed_version; /* 0: none */
 };
 
 void cp_snapshot_free(cp_snapshot_t *snap);
+/* The serialized full snapshot at snap->version, encoded at most once per version. 0, or -1 out of
+ * memory. *buf stays valid until the snapshot changes. */
+int cp_snapshot_packed(cp_snapshot_t *snap, const uint8_t **buf, size_t *len);
 
 /* Marks the snapshot out of date; a full rebuild runs shortly (bursts coalesce into one). The keys are
  * caught up from their change sequence, not read again. */
