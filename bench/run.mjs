@@ -329,8 +329,11 @@ async function slowStreams(c) {
 }
 
 // Config change -> enforced on every dataplane: create a key and poll each dataplane until it accepts
-// it; revoke it and poll until each refuses it. Times run from just before the admin call.
+// it; revoke it and poll until each refuses it. Times run from just before the admin call. Starts once
+// the previous scenario's usage is stored: otherwise the first changes queue behind that backlog on the
+// control plane's one thread and measure the backlog, not propagation.
 async function propagation(c, label) {
+  await settle(c);
   const create = [];
   const revoke = [];
   for (let i = 0; i < CFG.propagations; i++) {
@@ -352,7 +355,7 @@ async function propagation(c, label) {
 }
 
 // Snapshot figures from the logs: control-plane build (cp.snapshot.published) and dataplane apply
-// (dp.snapshot.applied), grouped by key count.
+// (dp.snapshot.applied), grouped by key count; the same for key deltas.
 function snapshotFigures(c) {
   const cp = [...c.logText('controlplane').matchAll(/cp\.snapshot\.published .*?keys=(\d+) .*?bytes=(\d+) build_ms=([\d.]+)/g)]
     .map((m) => ({ keys: Number(m[1]), bytes: Number(m[2]), build_ms: Number(m[3]) }));
@@ -367,8 +370,19 @@ function snapshotFigures(c) {
     for (const r of rows) (by[r.keys >= 1000 ? `${Math.round(r.keys / 1000)}k` : 'small'] ??= []).push(f(r));
     return Object.fromEntries(Object.entries(by).map(([k, v]) => [k, { n: v.length, median: median(v), max: Math.max(...v) }]));
   };
+  // key deltas: control-plane select + publish (cp.snapshot.delta_published) and dataplane apply
+  // (dp.snapshot.delta_applied), grouped by the size of the key set they apply to
+  const cpDelta = [...c.logText('controlplane').matchAll(/cp\.snapshot\.delta_published .*?keys=(\d+) bytes=(\d+) us=(\d+)/g)]
+    .map((m) => ({ keys: Number(m[1]), bytes: Number(m[2]), ms: Number(m[3]) / 1000 }));
+  const dpDelta = [];
+  for (const d of c.dataplanes) {
+    for (const m of c.logText(d.name).matchAll(/dp\.snapshot\.delta_applied .*?keys=(\d+) build_us=(\d+)/g)) {
+      dpDelta.push({ keys: Number(m[1]), ms: Number(m[2]) / 1000 });
+    }
+  }
   return { cp_build_ms: group(cp, (r) => r.build_ms), cp_bytes: group(cp, (r) => r.bytes),
-    dp_apply_ms: group(dp, (r) => r.apply_ms) };
+    dp_apply_ms: group(dp, (r) => r.apply_ms), cp_delta_ms: group(cpDelta, (r) => r.ms),
+    cp_delta_bytes: group(cpDelta, (r) => r.bytes), dp_delta_apply_ms: group(dpDelta, (r) => r.ms) };
 }
 
 // Usage ingestion into PostgreSQL, from the control plane's own log: records stored and the time

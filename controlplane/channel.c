@@ -24,6 +24,18 @@
 #include "usage_ingest.h"
 
 int
+cp_channel_publish_bytes(cp_t *cp, uint32_t type, const uint8_t *payload, size_t len)
+{
+    if (!cp->rep_open || !cp_leader_check(&cp->leader))
+        return NNG_ECLOSED;
+    nng_msg *msg;
+    int rv = tg_wire_pack_bytes(&cp->wire_key, type, payload, len, &msg);
+    if (rv == 0 && (rv = nng_sendmsg(cp->pub, msg, NNG_FLAG_NONBLOCK)) != 0)
+        nng_msg_free(msg);
+    return rv;
+}
+
+int
 cp_channel_publish(cp_t *cp, uint32_t type, const ProtobufCMessage *m)
 {
     /* Fencing: a control plane that cannot show it still holds the leader lock must not publish. */
@@ -50,11 +62,18 @@ handle_snapshot_request(cp_t *cp, const tg_wire_msg_t *msg)
         reply_error(cp, "malformed SnapshotRequest");
         return;
     }
+    const uint8_t *buf;
+    size_t len;
     if (cp->snap == NULL) {
         reply_error(cp, "no snapshot yet");
+    } else if (cp_snapshot_packed(cp->snap, &buf, &len) != 0) {
+        reply_error(cp, "out of memory");
     } else {
-        int rv = tg_wire_send(cp->rep, &cp->wire_key, TOLLGATE__MSG_TYPE__MSG_SNAPSHOT, &cp->snap->msg.base,
-                              NNG_FLAG_NONBLOCK);
+        /* the packed snapshot is cached per version: dataplanes reconnecting together cost one encoding */
+        nng_msg *m;
+        int rv = tg_wire_pack_bytes(&cp->wire_key, TOLLGATE__MSG_TYPE__MSG_SNAPSHOT, buf, len, &m);
+        if (rv == 0 && (rv = nng_sendmsg(cp->rep, m, NNG_FLAG_NONBLOCK)) != 0)
+            nng_msg_free(m);
         if (rv != 0)
             tg_warn("cp.rep.send_failed", "type=snapshot error=\"%s\"", nng_strerror(rv));
         else

@@ -19,5 +19,7 @@ void cp_channel_close(cp_t *cp);
 /* Signs and publishes `m` on PUB; never blocks (PUB drops when a subscriber is slow). NNG_ECLOSED when
  * this process is not (or no longer) the leader. */
 int cp_channel_publish(cp_t *cp, uint32_t type, const ProtobufCMessage *m);
+/* The same for a payload already serialized (the cached full snapshot). */
+int cp_channel_publish_bytes(cp_t *cp, uint32_t type, const uint8_t *payload, size_t len);
 
 #endif

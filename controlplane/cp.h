@@ -35,7 +35,10 @@ typedef struct cp {
     cp_db_t db;
     cp_leader_t leader;       /* only the leader opens the NNG channel, builds snapshots, ingests usage */
     cp_snapshot_t *snap;      /* the snapshot currently published; NULL before the first build */
-    int snapshot_dirty;       /* a rebuild is due (notification, reconnect, failed build) */
+    int snapshot_dirty;       /* a full rebuild is due (notification, reconnect, failed build) */
+    int keys_dirty;           /* keys changed: a key delta is due (snapshot.c) */
+    int keys_reload;          /* the next full rebuild reads every key again instead of catching up */
+    uint64_t keys_loaded_ms;  /* monotonic ms of the last full read of the keys (periodic reload) */
     uv_timer_t rebuild_timer; /* coalesces bursts of notifications into one rebuild */
     uv_timer_t heartbeat_timer;
     uv_timer_t partitions_timer; /* usage partitions and retention (partitions.c) */

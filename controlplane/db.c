@@ -71,6 +71,10 @@ drain_notifies(cp_db_t *db)
     int any = 0;
     while (db->conn != NULL && (n = PQnotifies(db->conn)) != NULL) {
         any = 1;
+        /* the payload says what changed (migrations/0008): key deltas need not rebuild the rest */
+        db->notified |= strcmp(n->extra, "keys") == 0          ? CP_DB_NOTIFY_KEYS
+                        : strcmp(n->extra, "keys_reload") == 0 ? CP_DB_NOTIFY_KEYS_RELOAD
+                                                               : CP_DB_NOTIFY_CONFIG;
         PQfreemem(n);
     }
     if (any && db->on_notify != NULL)

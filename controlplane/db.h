@@ -32,8 +32,14 @@ struct cp_db {
     int closing;
     cp_db_connect_cb on_connect;
     cp_db_notify_cb on_notify;
+    unsigned notified; /* CP_DB_NOTIFY_* of the notifications since on_notify last cleared it */
     void *data;
 };
+
+/* What a tollgate_config notification announced (its payload). */
+#define CP_DB_NOTIFY_CONFIG      1u /* '' : anything but keys */
+#define CP_DB_NOTIFY_KEYS        2u /* 'keys': rows of virtual_keys changed (their change_seq moved) */
+#define CP_DB_NOTIFY_KEYS_RELOAD 4u /* 'keys_reload': virtual_keys truncated, no tombstones left */
 
 /* Opens a connection with the session settings the control plane relies on (UTC, quiet notices). */
 PGconn *cp_db_connect_blocking(const char *conninfo, char *ret_err, size_t errsz);

@@ -110,9 +110,10 @@ on_db_connect(cp_db_t *db)
         return -1;
     if (cp_db_exec(db, "LISTEN tollgate_config", 0, NULL) != 0)
         return -1;
-    /* Changes made while we were away sent notifications nobody heard. */
+    /* Changes made while we were away sent notifications nobody heard; and the database may have come
+     * back from a backup, with change stamps below our mark: read every key again. */
     if (cp_leader_is_leading(&cp->leader))
-        cp_snapshot_schedule(cp);
+        cp_snapshot_schedule_reload(cp);
     return 0;
 }
 
@@ -120,9 +121,17 @@ static void
 on_db_notify(cp_db_t *db)
 {
     cp_t *cp = db->data;
+    unsigned what = db->notified;
+    db->notified = 0;
     /* A standby builds nothing: the leader hears the same notification. */
-    if (cp_leader_is_leading(&cp->leader))
+    if (!cp_leader_is_leading(&cp->leader))
+        return;
+    if (what & CP_DB_NOTIFY_KEYS_RELOAD)
+        cp_snapshot_schedule_reload(cp);
+    else if (what & CP_DB_NOTIFY_CONFIG)
         cp_snapshot_schedule(cp);
+    else
+        cp_snapshot_schedule_keys(cp);
 }
 
 /* Elected: bind the channel and publish a fresh snapshot (the database may have changed while another
@@ -139,7 +148,7 @@ on_leader_change(cp_leader_t *l, int leading)
     }
     if (cp->stopping || cp_channel_open(cp) != 0)
         return -1;
-    cp_snapshot_schedule(cp);
+    cp_snapshot_schedule_reload(cp); /* what we knew of the keys may predate another leader's term */
     return 0;
 }
 

@@ -18,7 +18,7 @@ static struct {
     cp_t *cp;
     const char *ops_token;
     tg_metric_family_t *admin, *admin_seconds, *snap_builds, *snap_publishes, *snap_build_seconds, *snap_version,
-        *snap_bytes, *usage_batches, *usage_records, *usage_seconds;
+        *snap_bytes, *key_deltas, *key_delta_seconds, *usage_batches, *usage_records, *usage_seconds;
 } g;
 
 static void
@@ -62,6 +62,13 @@ cp_metrics_init(cp_t *cp)
                                        (const char *[]){"result"}, 4);
     g.snap_publishes = tg_metrics_counter(g.reg, "tollgate_cp_snapshot_publishes_total",
                                           "Snapshots published to the dataplanes.", 0, NULL, 1);
+    g.key_deltas = tg_metrics_counter(g.reg, "tollgate_cp_key_deltas_total",
+                                      "Key deltas published to the dataplanes (key changes carried without a full "
+                                      "snapshot).",
+                                      0, NULL, 1);
+    g.key_delta_seconds =
+        tg_metrics_histogram(g.reg, "tollgate_cp_key_delta_duration_seconds",
+                             "Time to select a key delta from the database and publish it.", 0, NULL, 1, lb, nlb);
     g.snap_build_seconds = tg_metrics_histogram(g.reg, "tollgate_cp_snapshot_build_duration_seconds",
                                                 "Time to build a snapshot from the database.", 0, NULL, 1, lb, nlb);
     g.usage_batches = tg_metrics_counter(g.reg, "tollgate_cp_usage_batches_total",
@@ -122,6 +129,16 @@ cp_metrics_admin(const char *method, size_t mlen, const char *path, size_t plen,
     snprintf(code, sizeof(code), "%d", status);
     tg_metrics_inc(tg_metrics_series(g.admin, (const char *[]){route, code}), 1);
     tg_metrics_observe(tg_metrics_series(g.admin_seconds, (const char *[]){route}), seconds);
+}
+
+void
+cp_metrics_key_delta(uint64_t version, double seconds)
+{
+    if (g.reg == NULL)
+        return;
+    tg_metrics_inc(tg_metrics_series0(g.key_deltas), 1);
+    tg_metrics_observe(tg_metrics_series0(g.key_delta_seconds), seconds);
+    tg_metrics_set(tg_metrics_series0(g.snap_version), (double)version);
 }
 
 void

@@ -21,6 +21,8 @@ void cp_metrics_admin(const char *method, size_t mlen, const char *path, size_t 
                       double seconds);
 /* A snapshot was built (ok) or not, and published (published) or not. */
 void cp_metrics_snapshot(int ok, int published, uint64_t version, size_t bytes, double build_seconds);
+/* A key delta was published as `version`. */
+void cp_metrics_key_delta(uint64_t version, double seconds);
 /* A usage batch: "stored", "duplicate" or "failed". */
 void cp_metrics_usage(const char *result, size_t records, double seconds);
 

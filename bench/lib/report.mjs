@@ -139,6 +139,11 @@ function extrasSection(results) {
       out.push(`- **Snapshot (${k === 'small' ? 'a few keys' : `${k} keys`})**: control-plane build + publish median ${f1(v.median)} ms (max ${f1(v.max)}), ` +
         `${f0(s.cp_bytes?.[k]?.median)} bytes; dataplane decode + index + swap median ${f1(apply?.median)} ms (max ${f1(apply?.max)}).`);
     }
+    for (const [k, v] of Object.entries(s.cp_delta_ms ?? {})) {
+      const apply = s.dp_delta_apply_ms?.[k];
+      out.push(`- **Key delta (on ${k === 'small' ? 'a few keys' : `${k} keys`}, ${v.n} deltas)**: control-plane select + publish median ${f1(v.median)} ms (max ${f1(v.max)}), ` +
+        `${f0(s.cp_delta_bytes?.[k]?.median)} bytes; dataplane apply + swap median ${f1(apply?.median)} ms (max ${f1(apply?.max)}).`);
+    }
   }
   if (e.ingest) {
     const x = e.ingest;

@@ -27,7 +27,7 @@ cp_test_hooks_handle(cp_admin_req_t *r, const char *path, size_t plen)
             return 1;
         }
         json_decref(body);
-        cp_snapshot_schedule(r->cp); /* keys that expired on the moved clock leave the snapshot */
+        cp_snapshot_schedule_reload(r->cp); /* keys that expired on the moved clock leave the snapshot */
     } else if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"))) {
         cp_http_error(r, 405, "invalid_request_error", "method not allowed; allowed: GET, PUT");
         return 1;

@@ -121,17 +121,30 @@ typedef struct dp_vkey {
     size_t n_allowed_providers;
     uint32_t *limits; /* indexes into the snapshot's limits that apply to this key (key, team, tenant) */
     size_t n_limits;
+    struct dp_key_batch *batch; /* the delta it arrived with; NULL when it came with a full snapshot */
 } dp_vkey_t;
+
+struct dp_snapshot_base;
+
+#define DP_SLOT_GONE UINT32_MAX
 
 typedef struct dp_snapshot {
     atomic_long refs;
     uint64_t version;
     int64_t created_unix_ms;
-    void *pb; /* Tollgate__Snapshot, owner of the strings */
-    dp_vkey_t *keys;
+    void *pb; /* Tollgate__Snapshot of the last full snapshot, owner of its strings (kept by `base`) */
+    /* What deltas leave alone (providers, routes, prices, limits, the full snapshot's keys): built from a
+     * full snapshot and shared, reference counted, by every snapshot derived from it by key deltas. The
+     * fields below from `routes` on are copies of the base's pointers. */
+    struct dp_snapshot_base *base;
+    dp_vkey_t **keys; /* this snapshot's keys: the base's, minus those deltas replaced, plus the deltas' */
     size_t n_keys;
-    uint32_t *key_slots; /* open addressing: index + 1, 0 = empty */
-    size_t key_mask;
+    uint32_t *key_slots;           /* by key hash, open addressing: index + 1, 0 = empty, DP_SLOT_GONE = removed */
+    uint32_t *id_slots;            /* by key id (FNV-1a), the same encoding: how a delta finds the keys it names */
+    size_t key_mask;               /* both tables have key_mask + 1 slots */
+    size_t key_gone;               /* DP_SLOT_GONE slots in each table (a rebuild clears them) */
+    struct dp_key_batch **batches; /* the deltas whose keys are in `keys`, one reference each */
+    size_t n_batches;
     dp_route_t *routes;
     size_t n_routes;
     uint32_t *route_slots;
@@ -142,13 +155,21 @@ typedef struct dp_snapshot {
     size_t n_prices;
     dp_limit_t *limits;
     size_t n_limits;
-    uint32_t *key_limits; /* the keys' limit lists, one allocation */
 } dp_snapshot_t;
 
 /* Builds a snapshot from a serialized protobuf Snapshot. 0 and a snapshot with one reference, or -1
  * with a reason in err. */
 int dp_snapshot_build(const uint8_t *buf, size_t len, const tg_wire_key_t *wire_key, dp_snapshot_t **ret, char *err,
                       size_t errlen);
+/* Derives a new snapshot from `cur` and a serialized KeyDelta: the keys the delta names are replaced or
+ * removed, everything else is shared with `cur`. `cur` is not changed (readers keep using it until the
+ * new one is published). 0 and a snapshot with one reference; DP_DELTA_STALE when the delta was not
+ * made on top of cur's version (the caller fetches the full snapshot); DP_DELTA_OLD when cur is already
+ * as new; -1 with a reason in err. */
+#define DP_DELTA_STALE 1
+#define DP_DELTA_OLD   2 /* not newer than cur: nothing to do */
+int dp_snapshot_apply_delta(const dp_snapshot_t *cur, const uint8_t *buf, size_t len, dp_snapshot_t **ret, char *err,
+                            size_t errlen);
 void dp_snapshot_ref(dp_snapshot_t *s);
 void dp_snapshot_unref(dp_snapshot_t *s);
 

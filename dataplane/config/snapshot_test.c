@@ -1,4 +1,5 @@
-/* Unit tests for snapshot build and lookup: key hashes, routes, allowed models, sealed secrets, prices. */
+/* Unit tests for snapshot build and lookup (key hashes, routes, allowed models, sealed secrets, prices)
+ * and for key deltas applied on top of a snapshot. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -81,6 +82,19 @@ make_snapshot(size_t *ret_len, const tg_wire_key_t *seal_with)
     s.routes = rs;
     s.n_prices = 1;
     s.prices = prs;
+    /* a tenant-wide budget and one for key k3 (which only a delta brings) */
+    Tollgate__Budget b1 = TOLLGATE__BUDGET__INIT, b2 = TOLLGATE__BUDGET__INIT;
+    b1.id = "b1";
+    b1.tenant_id = "t1";
+    b1.hard_nanousd = 1000;
+    b2.id = "b2";
+    b2.tenant_id = "t1";
+    b2.scope = TOLLGATE__SCOPE__SCOPE_KEY;
+    b2.key_id = "k3";
+    b2.hard_nanousd = 1000;
+    Tollgate__Budget *bs[] = {&b1, &b2};
+    s.n_budgets = 2;
+    s.budgets = bs;
     *ret_len = tollgate__snapshot__get_packed_size(&s);
     uint8_t *buf = malloc(*ret_len);
     tollgate__snapshot__pack(&s, buf);
@@ -162,6 +176,205 @@ test_cost(void **state)
     assert_int_equal(dp_usage_cost(&cheap, 3, 0, 0), 225);
 }
 
+/* A serialized KeyDelta: upserts of (id, plaintext, allowed model or NULL), then deleted ids. */
+typedef struct {
+    const char *id, *plain, *model;
+} up_t;
+
+static uint8_t *
+make_delta(size_t *ret_len, uint64_t base, uint64_t version, const up_t *ups, size_t n_ups, char **dels, size_t n_dels)
+{
+    Tollgate__VirtualKey keys[4], *kp[4];
+    uint8_t hashes[4][32];
+    char *models[4][1];
+    assert_true(n_ups <= 4);
+    for (size_t i = 0; i < n_ups; i++) {
+        tollgate__virtual_key__init(&keys[i]);
+        keys[i].id = (char *)ups[i].id;
+        keys[i].tenant_id = "t1";
+        tg_sha256(ups[i].plain, strlen(ups[i].plain), hashes[i]);
+        keys[i].key_hash.data = hashes[i];
+        keys[i].key_hash.len = 32;
+        if (ups[i].model != NULL) {
+            models[i][0] = (char *)ups[i].model;
+            keys[i].allowed_models = models[i];
+            keys[i].n_allowed_models = 1;
+        }
+        kp[i] = &keys[i];
+    }
+    Tollgate__KeyDelta d = TOLLGATE__KEY_DELTA__INIT;
+    d.base_version = base;
+    d.version = version;
+    d.upserts = kp;
+    d.n_upserts = n_ups;
+    d.deleted_ids = dels;
+    d.n_deleted_ids = n_dels;
+    *ret_len = tollgate__key_delta__get_packed_size(&d);
+    uint8_t *buf = malloc(*ret_len);
+    tollgate__key_delta__pack(&d, buf);
+    return buf;
+}
+
+static const dp_vkey_t *
+key_of(const dp_snapshot_t *s, const char *plain)
+{
+    uint8_t h[32];
+    tg_sha256(plain, strlen(plain), h);
+    return dp_snapshot_find_key(s, h);
+}
+
+static dp_snapshot_t *
+apply(const dp_snapshot_t *cur, uint64_t base, uint64_t version, const up_t *ups, size_t n_ups, char **dels,
+      size_t n_dels, int want)
+{
+    size_t len;
+    uint8_t *buf = make_delta(&len, base, version, ups, n_ups, dels, n_dels);
+    dp_snapshot_t *s = NULL;
+    char err[128];
+    assert_int_equal(dp_snapshot_apply_delta(cur, buf, len, &s, err, sizeof(err)), want);
+    free(buf);
+    return s;
+}
+
+static void
+test_delta_base_mismatch(void **state)
+{
+    size_t len;
+    uint8_t *buf = make_snapshot(&len, &wk);
+    dp_snapshot_t *s7;
+    char err[128];
+    assert_int_equal(dp_snapshot_build(buf, len, &wk, &s7, err, sizeof(err)), 0);
+    free(buf);
+    up_t k3 = {"k3", "tg-three", NULL};
+    /* made on another version than ours (we missed one): the caller must fetch the full snapshot */
+    assert_null(apply(s7, 6, 8, &k3, 1, NULL, 0, DP_DELTA_STALE));
+    assert_null(apply(s7, 8, 9, &k3, 1, NULL, 0, DP_DELTA_STALE));
+    /* no snapshot yet */
+    assert_null(apply(NULL, 7, 8, &k3, 1, NULL, 0, DP_DELTA_STALE));
+    /* older than what we have (a fetch overtook it): nothing to do */
+    assert_null(apply(s7, 5, 7, &k3, 1, NULL, 0, DP_DELTA_OLD));
+    /* garbage */
+    dp_snapshot_t *s = NULL;
+    assert_int_equal(dp_snapshot_apply_delta(s7, (const uint8_t *)"\xff\xff", 2, &s, err, sizeof(err)), -1);
+    assert_null(s);
+    assert_null(key_of(s7, "tg-three"));
+    dp_snapshot_unref(s7);
+}
+
+static void
+test_delta_upsert_revoke_delete(void **state)
+{
+    size_t len;
+    uint8_t *buf = make_snapshot(&len, &wk);
+    dp_snapshot_t *s7;
+    char err[128];
+    assert_int_equal(dp_snapshot_build(buf, len, &wk, &s7, err, sizeof(err)), 0);
+    free(buf);
+    const dp_vkey_t *k2_at7 = key_of(s7, "tg-two");
+    assert_non_null(k2_at7);
+    assert_int_equal(key_of(s7, "tg-one")->n_limits, 1); /* the tenant budget */
+
+    /* 7 -> 8: a new key k3, and k1 changed (now only alias-b) */
+    up_t ups8[] = {{"k3", "tg-three", NULL}, {"k1", "tg-one", "alias-b"}};
+    dp_snapshot_t *s8 = apply(s7, 7, 8, ups8, 2, NULL, 0, 0);
+    assert_non_null(s8);
+    assert_int_equal(s8->version, 8);
+    assert_int_equal(s8->n_keys, 3);
+    const dp_vkey_t *k3 = key_of(s8, "tg-three");
+    assert_non_null(k3);
+    assert_string_equal(k3->id, "k3");
+    assert_int_equal(k3->n_limits, 2); /* tenant budget and its own */
+    assert_false(dp_vkey_allows(key_of(s8, "tg-one"), "alias-a", 7));
+    assert_true(key_of(s8, "tg-two") == k2_at7); /* unchanged keys are shared, not copied */
+    assert_true(s8->routes == s7->routes);       /* so is everything but the keys */
+    /* the snapshot it derives from is untouched: requests holding it see the old key set whole */
+    assert_null(key_of(s7, "tg-three"));
+    assert_true(dp_vkey_allows(key_of(s7, "tg-one"), "alias-a", 7));
+    dp_snapshot_unref(s7); /* k1 and k3 of s8 live in delta 8, k2 in the base: both must stay */
+
+    /* 8 -> 9: k3 revoked, k2 deleted, an unknown id ignored */
+    char *dels9[] = {"k3", "k2", "no-such-key"};
+    dp_snapshot_t *s9 = apply(s8, 8, 9, NULL, 0, dels9, 3, 0);
+    assert_non_null(s9);
+    assert_null(key_of(s9, "tg-three"));
+    assert_null(key_of(s9, "tg-two"));
+    assert_non_null(key_of(s9, "tg-one"));
+    assert_int_equal(s9->n_keys, 1);
+    assert_non_null(key_of(s8, "tg-three"));
+    dp_snapshot_unref(s8);
+    assert_false(dp_vkey_allows(key_of(s9, "tg-one"), "alias-a", 7)); /* delta 8 still held by s9 */
+
+    /* ordering: delta 10 -> 11 before 9 -> 10 does not apply; in order they do */
+    up_t k2b = {"k2", "tg-two-b", NULL};
+    assert_null(apply(s9, 10, 11, &k2b, 1, NULL, 0, DP_DELTA_STALE));
+    /* 9 -> 10: k3 back (deleted and inserted again in one delta: the upsert wins) */
+    up_t k3again = {"k3", "tg-three", NULL};
+    char *dels10[] = {"k3"};
+    dp_snapshot_t *s10 = apply(s9, 9, 10, &k3again, 1, dels10, 1, 0);
+    assert_non_null(key_of(s10, "tg-three"));
+    dp_snapshot_t *s11 = apply(s10, 10, 11, &k2b, 1, NULL, 0, 0);
+    assert_non_null(key_of(s11, "tg-two-b"));
+    assert_null(key_of(s11, "tg-two"));
+    assert_int_equal(s11->n_keys, 3);
+    assert_int_equal(s11->n_batches, 3); /* deltas 8 (k1), 10 (k3), 11 (k2); 9 had no upserts */
+    dp_snapshot_unref(s9);
+    dp_snapshot_unref(s10);
+    dp_snapshot_unref(s11);
+}
+
+/* Many changes on a small table take the O(keys) rebuild; a long run of small deltas alternates between
+ * both paths. The key set must be right after each, and earlier snapshots must stay intact. */
+static void
+test_delta_rebuild_and_churn(void **state)
+{
+    size_t len;
+    uint8_t *buf = make_snapshot(&len, &wk);
+    dp_snapshot_t *cur;
+    char err[128];
+    assert_int_equal(dp_snapshot_build(buf, len, &wk, &cur, err, sizeof(err)), 0);
+    free(buf);
+    size_t slots = cur->key_mask + 1;
+    up_t four[] = {{"a", "tg-a", NULL}, {"b", "tg-b", NULL}, {"c", "tg-c", NULL}, {"d", "tg-d", NULL}};
+    dp_snapshot_t *s = apply(cur, 7, 8, four, 4, NULL, 0, 0);
+    assert_int_equal(s->n_keys, 6);
+    assert_true(s->key_mask + 1 >= 2 * 6);
+    for (size_t i = 0; i < 4; i++)
+        assert_string_equal(key_of(s, four[i].plain)->id, four[i].id);
+    assert_non_null(key_of(s, "tg-one"));
+    assert_int_equal(cur->n_keys, 2);
+    dp_snapshot_unref(cur);
+    cur = s;
+    /* churn: each round adds a key and removes the previous round's */
+    char ids[64][8], plains[64][16];
+    uint64_t v = 8;
+    int saw_fast = 0, saw_rebuild = 0; /* removed slots marked; then cleared by a rebuild */
+    for (int r = 0; r < 64; r++) {
+        snprintf(ids[r], sizeof(ids[r]), "x%d", r);
+        snprintf(plains[r], sizeof(plains[r]), "tg-x%d", r);
+        up_t u = {ids[r], plains[r], NULL};
+        char *del[] = {r > 0 ? ids[r - 1] : "none"};
+        s = apply(cur, v, v + 1, &u, 1, del, 1, 0);
+        v++;
+        assert_non_null(key_of(s, plains[r]));
+        if (r > 0) {
+            assert_null(key_of(s, plains[r - 1]));
+            assert_non_null(key_of(cur, plains[r - 1])); /* the snapshot before is untouched */
+        }
+        assert_int_equal(s->n_keys, 7);
+        for (size_t i = 0; i < 4; i++)
+            assert_non_null(key_of(s, four[i].plain));
+        assert_true(s->n_batches <= 64);
+        saw_fast |= s->key_gone > 0;
+        saw_rebuild |= cur->key_gone > 0 && s->key_gone == 0;
+        dp_snapshot_unref(cur);
+        cur = s;
+    }
+    assert_true(saw_fast);
+    assert_true(saw_rebuild);
+    assert_true(cur->key_mask + 1 >= slots);
+    dp_snapshot_unref(cur);
+}
+
 int
 main(void)
 {
@@ -170,6 +383,9 @@ main(void)
         cmocka_unit_test(test_build_and_lookup),
         cmocka_unit_test(test_wrong_cluster_secret),
         cmocka_unit_test(test_cost),
+        cmocka_unit_test(test_delta_base_mismatch),
+        cmocka_unit_test(test_delta_upsert_revoke_delete),
+        cmocka_unit_test(test_delta_rebuild_and_churn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

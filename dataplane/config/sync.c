@@ -1,6 +1,9 @@
 /*
  * Snapshot synchronisation thread (see sync.h).
  *
+ * Key deltas are applied only on top of the version they were made from; while a fetch is pending they
+ * are dropped (the fetched snapshot is newer than any of them, or the next heartbeat says otherwise).
+ *
  * The loop waits on the SUB socket with a short receive timeout, so that a pending fetch, a retry
  * backoff or a stop request is noticed within ~100 ms without any cross-thread wakeup machinery.
  *
@@ -27,6 +30,7 @@ static struct {
     pthread_t thread;
     atomic_int stop;
     nng_socket sub, req;
+    atomic_uint_fast64_t full, deltas, stale; /* counters for the metrics (sync.h) */
 } sync_state;
 
 /* A published snapshot must be newer than ours (publications can be overtaken by a fetch); a fetched one
@@ -50,8 +54,48 @@ apply(const uint8_t *payload, size_t len, int fetched)
     uint64_t version = s->version;
     size_t keys = s->n_keys, routes = s->n_routes;
     dp_snapshot_publish(s);
+    atomic_fetch_add(&sync_state.full, 1);
     tg_info("dp.snapshot.applied", "version=%llu keys=%zu routes=%zu via=%s build_us=%llu", (unsigned long long)version,
             keys, routes, via, (unsigned long long)((tg_mono_ns() - t0) / 1000));
+}
+
+/* A key delta on top of the current snapshot. 0, or -1 when the full snapshot must be fetched (the delta
+ * was made on another version than ours: we missed one, or have none yet). */
+static int
+apply_delta(const uint8_t *payload, size_t len)
+{
+    char err[256];
+    dp_snapshot_t *s, *cur = dp_snapshot_acquire(); /* only this thread publishes: cur stays current */
+    uint64_t t0 = tg_mono_ns();
+    int rv = dp_snapshot_apply_delta(cur, payload, len, &s, err, sizeof(err));
+    uint64_t have = cur != NULL ? cur->version : 0;
+    dp_snapshot_unref(cur);
+    if (rv == DP_DELTA_OLD)
+        return 0;
+    if (rv == DP_DELTA_STALE) {
+        atomic_fetch_add(&sync_state.stale, 1);
+        tg_info("dp.sync.delta_stale", "have=%llu: fetching the full snapshot", (unsigned long long)have);
+        return -1;
+    }
+    if (rv != 0) {
+        tg_error("dp.snapshot.rejected", "via=delta reason=%s", err);
+        return -1;
+    }
+    uint64_t version = s->version;
+    size_t keys = s->n_keys;
+    dp_snapshot_publish(s);
+    atomic_fetch_add(&sync_state.deltas, 1);
+    tg_info("dp.snapshot.delta_applied", "base=%llu version=%llu keys=%zu build_us=%llu", (unsigned long long)have,
+            (unsigned long long)version, keys, (unsigned long long)((tg_mono_ns() - t0) / 1000));
+    return 0;
+}
+
+void
+dp_sync_counters(uint64_t *full, uint64_t *deltas, uint64_t *stale)
+{
+    *full = atomic_load(&sync_state.full);
+    *deltas = atomic_load(&sync_state.deltas);
+    *stale = atomic_load(&sync_state.stale);
 }
 
 /* One request/reply round trip for the current snapshot. 0 or -1. */
@@ -109,6 +153,11 @@ sync_main(void *arg)
             break; /* socket closed */
         if (m.type == TOLLGATE__MSG_TYPE__MSG_SNAPSHOT) {
             apply(m.payload, m.len, 0);
+        } else if (m.type == TOLLGATE__MSG_TYPE__MSG_KEY_DELTA) {
+            if (!need_fetch && apply_delta(m.payload, m.len) != 0) {
+                need_fetch = 1;
+                next_fetch_ns = 0;
+            }
         } else if (m.type == TOLLGATE__MSG_TYPE__MSG_HEARTBEAT) {
             Tollgate__Heartbeat *hb = tollgate__heartbeat__unpack(NULL, m.len, m.payload);
             if (hb != NULL && hb->version != dp_snapshot_current_version() && !need_fetch) {

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include "config/sync.h"
 #include "observe/internal.h"
 #include "routing/breaker.h"
 #include "tollgate/crypto.h"
@@ -56,6 +57,15 @@ collect_state(tg_metrics_emitter_t *e, void *ctx)
                         (double)(tg_now_unix_ms() - s->created_unix_ms) / 1000.0);
         dp_snapshot_unref(s);
     }
+    uint64_t applied[3];
+    dp_sync_counters(&applied[0], &applied[1], &applied[2]);
+    static const char *const how_label[] = {"how"};
+    static const char *const how[] = {"full", "delta", "delta_stale"};
+    for (int i = 0; i < 3; i++)
+        tg_metrics_emit(e, TG_METRIC_COUNTER, "tollgate_snapshot_updates_total",
+                        "Config updates received: full snapshots applied, key deltas applied, key deltas that did "
+                        "not fit the version in use (each caused a fetch of the full snapshot).",
+                        1, how_label, &how[i], (double)applied[i]);
     tg_metrics_emit(e, TG_METRIC_GAUGE, "tollgate_usage_queue_depth",
                     "Usage records and batches waiting for the control plane's acknowledgement.", 0, NULL, NULL,
                     (double)dp_usage_shipper_pending());
