@@ -74,7 +74,7 @@ int dp_h1_parse_head(dp_h1_response_t *r, const char *buf, size_t len);
 
 /* Frames the next body bytes, buf[0..*len), in place: on return buf[0..*len) is body data (chunked
  * encoding removed) and the result is DP_H1_MORE, DP_H1_END (the body ended; *ret_extra bytes that
- * follow it were not part of it) or DP_H1_ERROR. */
+ * follow it were not part of it) or DP_H1_ERROR (buf[0..*len) is what was decoded before the error). */
 int dp_h1_body(dp_h1_response_t *r, char *buf, size_t *len, size_t *ret_extra);
 
 #endif

@@ -83,6 +83,14 @@ struct dp_lean_conn {
     unsigned no_reuse : 1; /* the response leaves the connection unusable */
 };
 
+/* Real monotonic time, not the loop's cached uv_now(): deadlines must agree with the exchange's, which
+ * reads the clock (a timer may fire a little early by the real clock; it is then re-armed). */
+static uint64_t
+now_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
 static void on_read(h2o_socket_t *sock, const char *err);
 static void on_conn_timer(uv_timer_t *t);
 static void process(dp_upstream_call_t *call);
@@ -279,7 +287,7 @@ arm(dp_upstream_call_t *call)
         uv_timer_stop(t);
         return;
     }
-    uint64_t now = uv_now(t->loop);
+    uint64_t now = now_ms();
     uv_timer_start(t, on_conn_timer, d > now ? d - now : 0, 0);
 }
 
@@ -293,7 +301,7 @@ on_conn_timer(uv_timer_t *t)
         return;
     }
     struct dp_lean_call *lc = &call->lean_call;
-    uint64_t now = uv_now(t->loop);
+    uint64_t now = now_ms();
     if (lc->pending_rc != CURLE_OK) {
         finish(call, lc->pending_rc); /* call->error was written when it happened */
     } else if (lc->phase == PHASE_CONNECT && lc->connect_deadline_ms != 0 && now >= lc->connect_deadline_ms) {
@@ -360,7 +368,7 @@ static void
 got_bytes(dp_upstream_call_t *call)
 {
     call->first_byte = 1;
-    call->lean_call.last_data_ms = uv_now(call->lean_call.conn->timer.loop);
+    call->lean_call.last_data_ms = now_ms();
 }
 
 /* Parses and delivers what the socket's input holds. Returns at once once the call has ended. */
@@ -395,13 +403,10 @@ process(dp_upstream_call_t *call)
     if (!lc->body_end && (*in)->size > lc->ready) {
         size_t len = (*in)->size - lc->ready, extra;
         int rc = dp_h1_body(&lc->resp, (*in)->bytes + lc->ready, &len, &extra);
-        if (rc == DP_H1_ERROR) {
-            fail(call, CURLE_RECV_ERROR, "invalid chunked encoding in the provider's response");
-            return;
-        }
-        if (rc == DP_H1_END) {
+        if (rc != DP_H1_MORE) {
             lc->body_end = 1;
-            if (extra > 0)
+            lc->body_bad = rc == DP_H1_ERROR; /* what was decoded before the error still goes out first */
+            if (extra > 0 || lc->body_bad)
                 c->no_reuse = 1; /* bytes after the response: not a connection to trust again */
         }
         (*in)->size = lc->ready + len;
@@ -426,11 +431,12 @@ process(dp_upstream_call_t *call)
         h2o_buffer_consume(in, ready);
         lc->ready = 0;
     }
-    if (lc->body_end) {
+    if (lc->body_bad)
+        fail(call, CURLE_RECV_ERROR, "invalid chunked encoding in the provider's response");
+    else if (lc->body_end)
         finish(call, CURLE_OK);
-        return;
-    }
-    arm(call);
+    else
+        arm(call);
 }
 
 static void
@@ -536,7 +542,7 @@ on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     }
     memset(&p->addr, 0, sizeof(p->addr));
     memcpy(&p->addr, res->ai_addr, res->ai_addrlen);
-    p->addr_expires_ms = uv_now(p->lean->loop) + DNS_TTL_MS;
+    p->addr_expires_ms = now_ms() + DNS_TTL_MS;
     uv_freeaddrinfo(res);
     connect_to(c);
 }
@@ -553,7 +559,7 @@ attach_new_conn(dp_upstream_call_t *call)
     c->call = call;
     lc->conn = c;
     lc->phase = PHASE_CONNECT;
-    uint64_t now = uv_now(p->lean->loop);
+    uint64_t now = now_ms();
     long connect_ms = call->timeouts.connect_ms > 0 ? call->timeouts.connect_ms : p->lean->up->opts.connect_timeout_ms;
     lc->connect_deadline_ms = connect_ms > 0 ? now + (uint64_t)connect_ms : 0;
     arm(call);
@@ -665,7 +671,7 @@ dp_lean_call_start(dp_upstream_t *up, dp_upstream_call_t *call, const dp_h1_url_
     lc->pool = p;
     lc->body = body;
     lc->body_len = len;
-    lc->start_ms = uv_now(l->loop);
+    lc->start_ms = now_ms();
     long total_ms = call->timeouts.total_ms > 0 ? call->timeouts.total_ms : up->opts.total_timeout_ms;
     lc->total_deadline_ms = total_ms > 0 ? lc->start_ms + (uint64_t)total_ms : 0;
     call->active = 1;
@@ -702,7 +708,7 @@ dp_lean_call_resume(dp_upstream_call_t *call)
     struct dp_lean_call *lc = &call->lean_call;
     dp_lean_conn_t *c = lc->conn;
     call->paused = 0;
-    lc->last_data_ms = uv_now(c->timer.loop);
+    lc->last_data_ms = now_ms();
     process(call); /* may deliver, pause again or finish right here */
     if (call->active && lc->conn == c && !call->paused && !lc->body_end)
         h2o_socket_read_start(c->sock, on_read);

@@ -67,6 +67,7 @@ struct dp_upstream_call {
         unsigned phase : 2;
         unsigned retried : 1;  /* sent once more after a reused connection died before answering */
         unsigned body_end : 1; /* the body's last byte is in */
+        unsigned body_bad : 1; /* ... or its framing broke there: fail once the bytes before are out */
     } lean_call;
     unsigned lean : 1; /* which implementation runs the call */
     unsigned active : 1;
