@@ -31,6 +31,7 @@
 #define IDLE_TIMEOUT_MS   30000
 #define DNS_TTL_MS        60000
 #define MAX_HEAD_BYTES    65536
+#define MAX_ADDRS         4
 
 enum { PHASE_CONNECT, PHASE_WAIT, PHASE_BODY };
 
@@ -53,7 +54,8 @@ struct dp_lean_pool {
     dp_lean_conn_t *idle; /* most recently used first */
     dp_lean_conn_t *idle_tail;
     size_t n_idle;
-    struct sockaddr_storage addr;
+    struct sockaddr_storage addrs[MAX_ADDRS]; /* the one that last worked first */
+    size_t n_addrs;
     uint64_t addr_expires_ms; /* 0: no address yet; UINT64_MAX: a numeric host */
 };
 
@@ -77,6 +79,7 @@ struct dp_lean_conn {
     struct resolve *resolve;               /* while resolving */
     h2o_socket_t *sock;                    /* once connected */
     dp_upstream_call_t *call;
+    unsigned addr : 2; /* which of the pool's addresses is being tried */
     unsigned idle : 1;
     unsigned reused : 1;   /* has served a response before: may be stale */
     unsigned writing : 1;  /* a write is in flight */
@@ -95,6 +98,7 @@ static void on_read(h2o_socket_t *sock, const char *err);
 static void on_conn_timer(uv_timer_t *t);
 static void process(dp_upstream_call_t *call);
 static int attach_new_conn(dp_upstream_call_t *call);
+static void connect_to(dp_lean_conn_t *c);
 
 /* ---------------------------------------------------------------- connections */
 
@@ -490,11 +494,22 @@ on_connected(uv_connect_t *req, int status)
         return; /* given up: the handle is closing */
     c->tcp = NULL;
     dp_upstream_call_t *call = c->call;
+    dp_lean_pool_t *p = c->pool;
     if (status != 0) {
         uv_close((uv_handle_t *)&h->tcp, on_holder_closed);
+        if ((size_t)c->addr + 1 < p->n_addrs) { /* e.g. localhost is ::1 first, the server on 127.0.0.1 */
+            c->addr++;
+            connect_to(c);
+            return;
+        }
         fail(call, CURLE_COULDNT_CONNECT, "Failed to connect to %s port %u: %s", c->pool->host, c->pool->port,
              uv_strerror(status));
         return;
+    }
+    if (c->addr != 0 && c->addr < p->n_addrs) { /* the next connection starts with the one that works */
+        struct sockaddr_storage ok = p->addrs[c->addr];
+        p->addrs[c->addr] = p->addrs[0];
+        p->addrs[0] = ok;
     }
     uv_tcp_nodelay(&h->tcp, 1);
     c->sock = h2o_uv_socket_create((uv_stream_t *)&h->tcp, on_holder_closed);
@@ -513,7 +528,7 @@ connect_to(dp_lean_conn_t *c)
     uv_tcp_init(c->pool->lean->loop, &h->tcp);
     h->conn = c;
     h->creq.data = h;
-    int rv = uv_tcp_connect(&h->creq, &h->tcp, (const struct sockaddr *)&c->pool->addr, on_connected);
+    int rv = uv_tcp_connect(&h->creq, &h->tcp, (const struct sockaddr *)&c->pool->addrs[c->addr], on_connected);
     if (rv != 0) {
         uv_close((uv_handle_t *)&h->tcp, on_holder_closed);
         fail_soon(c->call, CURLE_COULDNT_CONNECT, "Failed to connect to %s port %u: %s", c->pool->host, c->pool->port,
@@ -535,13 +550,18 @@ on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     }
     c->resolve = NULL;
     dp_lean_pool_t *p = c->pool;
-    if (status != 0 || res == NULL) {
+    if (status != 0 || res == NULL || res->ai_addr == NULL) {
         uv_freeaddrinfo(res);
         fail(c->call, CURLE_COULDNT_RESOLVE_HOST, "Could not resolve host: %s", p->host);
         return;
     }
-    memset(&p->addr, 0, sizeof(p->addr));
-    memcpy(&p->addr, res->ai_addr, res->ai_addrlen);
+    p->n_addrs = 0;
+    for (struct addrinfo *ai = res; ai != NULL && p->n_addrs < MAX_ADDRS; ai = ai->ai_next) {
+        if (ai->ai_addrlen > sizeof(p->addrs[0]))
+            continue;
+        memset(&p->addrs[p->n_addrs], 0, sizeof(p->addrs[0]));
+        memcpy(&p->addrs[p->n_addrs++], ai->ai_addr, ai->ai_addrlen);
+    }
     p->addr_expires_ms = now_ms() + DNS_TTL_MS;
     uv_freeaddrinfo(res);
     connect_to(c);
@@ -605,10 +625,12 @@ pool_find(dp_lean_t *l, const dp_h1_url_t *u)
     p->port = u->port;
     p->tls = u->tls;
     /* numeric hosts need no lookup, and never expire */
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&p->addr;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&p->addr;
-    if (uv_ip4_addr(p->host, p->port, a4) == 0 || uv_ip6_addr(p->host, p->port, a6) == 0)
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&p->addrs[0];
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&p->addrs[0];
+    if (uv_ip4_addr(p->host, p->port, a4) == 0 || uv_ip6_addr(p->host, p->port, a6) == 0) {
         p->addr_expires_ms = UINT64_MAX;
+        p->n_addrs = 1;
+    }
     p->next = l->pools;
     l->pools = p;
     return p;
