@@ -78,6 +78,7 @@ struct dp_lean_conn {
     struct tcp_holder *tcp;                /* while connecting */
     struct resolve *resolve;               /* while resolving */
     h2o_socket_t *sock;                    /* once connected */
+    uv_stream_t *stream;                   /* its libuv handle, for uv_try_write */
     dp_upstream_call_t *call;
     unsigned addr : 2; /* which of the pool's addresses is being tried */
     unsigned idle : 1;
@@ -361,9 +362,24 @@ send_request(dp_upstream_call_t *call)
     struct dp_lean_call *lc = &call->lean_call;
     dp_lean_conn_t *c = lc->conn;
     h2o_iovec_t bufs[2] = {h2o_iovec_init(lc->head, lc->head_len), h2o_iovec_init(lc->body, lc->body_len)};
+    size_t n = lc->body_len > 0 ? 2 : 1;
     lc->phase = PHASE_WAIT;
-    c->writing = 1;
-    h2o_socket_write(c->sock, bufs, lc->body_len > 0 ? 2 : 1, on_write_done);
+    /* Try the write right here: a request nearly always fits the socket buffer, and a write that
+     * completes at once spares libuv's write request and the epoll_ctl it costs when it drains. */
+    int done = uv_try_write(c->stream, (const uv_buf_t *)bufs, (unsigned)n);
+    size_t skip = done > 0 ? (size_t)done : 0;
+    h2o_iovec_t *b = bufs;
+    while (n > 0 && skip >= b->len) {
+        skip -= b->len;
+        b++;
+        n--;
+    }
+    if (n > 0) {
+        b->base += skip;
+        b->len -= skip;
+        c->writing = 1;
+        h2o_socket_write(c->sock, b, n, on_write_done);
+    }
     h2o_socket_read_start(c->sock, on_read);
     arm(call);
 }
@@ -512,7 +528,8 @@ on_connected(uv_connect_t *req, int status)
         p->addrs[0] = ok;
     }
     uv_tcp_nodelay(&h->tcp, 1);
-    c->sock = h2o_uv_socket_create((uv_stream_t *)&h->tcp, on_holder_closed);
+    c->stream = (uv_stream_t *)&h->tcp;
+    c->sock = h2o_uv_socket_create(c->stream, on_holder_closed);
     c->sock->data = c;
     send_request(call);
 }
