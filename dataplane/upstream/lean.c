@@ -11,6 +11,9 @@
  * reading until resume. The connection goes back to the pool only after a complete response that
  * allows keep-alive; anything else (cancel, error, Connection: close, HTTP/1.0) closes it.
  *
+ * https: one SSL_CTX per pool (peer verification, host name or IP checked by OpenSSL, ALPN http/1.1)
+ * and h2o_socket_ssl_handshake on the connected socket; the handshake counts as part of connecting.
+ *
  * Each connection owns one uv timer: while it serves a call it carries the call's connect, first-byte,
  * idle and total deadlines; while it is idle, the pool's idle timeout. Name resolution is uv_getaddrinfo,
  * cached per pool for DNS_TTL_MS; numeric hosts need no lookup.
@@ -25,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <h2o.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include "upstream/internal.h"
 
 #define IDLE_PER_POOL_MAX 128
@@ -56,6 +61,7 @@ struct dp_lean_pool {
     size_t n_idle;
     struct sockaddr_storage addrs[MAX_ADDRS]; /* the one that last worked first */
     size_t n_addrs;
+    SSL_CTX *ssl_ctx;         /* https: verification on, for this host */
     uint64_t addr_expires_ms; /* 0: no address yet; UINT64_MAX: a numeric host */
 };
 
@@ -182,9 +188,9 @@ conn_new(dp_lean_pool_t *p)
 static void
 on_idle_read(h2o_socket_t *sock, const char *err)
 {
-    (void)err;
     dp_lean_conn_t *c = sock->data;
-    if (c != NULL)
+    /* a read of nothing (a TLS 1.3 session ticket, a spurious wakeup) is no reason to drop it */
+    if (c != NULL && (err != NULL || sock->input->size > 0))
         conn_close(c);
 }
 
@@ -366,7 +372,7 @@ send_request(dp_upstream_call_t *call)
     lc->phase = PHASE_WAIT;
     /* Try the write right here: a request nearly always fits the socket buffer, and a write that
      * completes at once spares libuv's write request and the epoll_ctl it costs when it drains. */
-    int done = uv_try_write(c->stream, (const uv_buf_t *)bufs, (unsigned)n);
+    int done = c->sock->ssl == NULL ? uv_try_write(c->stream, (const uv_buf_t *)bufs, (unsigned)n) : 0;
     size_t skip = done > 0 ? (size_t)done : 0;
     h2o_iovec_t *b = bufs;
     while (n > 0 && skip >= b->len) {
@@ -501,6 +507,23 @@ on_read(h2o_socket_t *sock, const char *err)
 
 /* ---------------------------------------------------------------- connecting */
 
+/* The TLS handshake is part of connecting: the connect timeout covers it, as it does in libcurl. The
+ * certificate was verified against the CA store and the host name by OpenSSL (the context's
+ * parameters), and h2o checks the name once more. */
+static void
+on_handshake(h2o_socket_t *sock, const char *err)
+{
+    dp_lean_conn_t *c = sock->data;
+    if (c == NULL || c->call == NULL)
+        return;
+    if (err != NULL) {
+        fail(c->call, CURLE_PEER_FAILED_VERIFICATION, "TLS handshake with %s port %u failed: %s", c->pool->host,
+             c->pool->port, err);
+        return;
+    }
+    send_request(c->call);
+}
+
 static void
 on_connected(uv_connect_t *req, int status)
 {
@@ -531,6 +554,10 @@ on_connected(uv_connect_t *req, int status)
     c->stream = (uv_stream_t *)&h->tcp;
     c->sock = h2o_uv_socket_create(c->stream, on_holder_closed);
     c->sock->data = c;
+    if (p->ssl_ctx != NULL) {
+        h2o_socket_ssl_handshake(c->sock, p->ssl_ctx, p->host, on_handshake);
+        return;
+    }
     send_request(call);
 }
 
@@ -625,6 +652,29 @@ attach_new_conn(dp_upstream_call_t *call)
 
 /* ---------------------------------------------------------------- pools */
 
+/* One client context per upstream host: peer verification against the system store (or the configured
+ * bundle), the host name (or IP address) checked by OpenSSL itself, TLS 1.2 at least, ALPN http/1.1. */
+static SSL_CTX *
+new_ssl_ctx(const char *ca_bundle, const char *host)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL)
+        return NULL;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    int ok =
+        ca_bundle != NULL ? SSL_CTX_load_verify_locations(ctx, ca_bundle, NULL) : SSL_CTX_set_default_verify_paths(ctx);
+    X509_VERIFY_PARAM *param = SSL_CTX_get0_param(ctx);
+    if (ok == 1 && X509_VERIFY_PARAM_set1_ip_asc(param, host) != 1)
+        ok = X509_VERIFY_PARAM_set1_host(param, host, 0);
+    static const unsigned char alpn[] = "\x08http/1.1";
+    if (ok != 1 || SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1) != 0) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
 static dp_lean_pool_t *
 pool_find(dp_lean_t *l, const dp_h1_url_t *u)
 {
@@ -647,6 +697,11 @@ pool_find(dp_lean_t *l, const dp_h1_url_t *u)
     if (uv_ip4_addr(p->host, p->port, a4) == 0 || uv_ip6_addr(p->host, p->port, a6) == 0) {
         p->addr_expires_ms = UINT64_MAX;
         p->n_addrs = 1;
+    }
+    if (p->tls && (p->ssl_ctx = new_ssl_ctx(l->up->opts.ca_bundle, p->host)) == NULL) {
+        free(p->host);
+        free(p);
+        return NULL;
     }
     p->next = l->pools;
     l->pools = p;
@@ -681,6 +736,7 @@ dp_lean_free(dp_lean_t *l)
     while (l->pools != NULL) {
         dp_lean_pool_t *p = l->pools;
         l->pools = p->next;
+        SSL_CTX_free(p->ssl_ctx);
         free(p->host);
         free(p);
     }

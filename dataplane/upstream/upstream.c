@@ -1,6 +1,7 @@
 /*
- * Which upstream client runs a call (see upstream.h): the lean HTTP/1.1 client for http:// upstreams
- * with no proxy configured, libcurl for everything else. TOLLGATE_UPSTREAM_CLIENT=curl|lean forces the
+ * Which upstream client runs a call (see upstream.h): the lean HTTP/1.1 client for http:// and https://
+ * upstreams with no proxy configured, libcurl for everything else (and for URLs the lean client's
+ * parser refuses). The lean client speaks HTTP/1.1 only: a provider that needs HTTP/2 needs curl. TOLLGATE_UPSTREAM_CLIENT=curl|lean forces the
  * choice for the process (lean still leaves proxies and unparsed URLs to libcurl).
  *
  * The proxy rule is deliberately blunt: any of http_proxy, HTTPS_PROXY, ALL_PROXY (either case) set
@@ -59,7 +60,7 @@ dp_upstream_call_start(dp_upstream_t *up, dp_upstream_call_t *call, const char *
                        const char *body, size_t len)
 {
     dp_h1_url_t u;
-    if (up->lean != NULL && dp_h1_parse_url(url, &u) == 0 && !u.tls)
+    if (up->lean != NULL && dp_h1_parse_url(url, &u) == 0)
         return dp_lean_call_start(up, call, &u, headers, body, len);
     return dp_curl_call_start(up, call, url, headers, body, len);
 }

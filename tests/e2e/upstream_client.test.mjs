@@ -39,6 +39,7 @@ function makeCerts(dir) {
 // A minimal OpenAI-compatible upstream over TLS: every chat request gets the same completion.
 function startTlsUpstream({ key, cert }) {
   let requests = 0;
+  let connections = 0;
   const server = https.createServer({ key, cert }, (req, res) => {
     let body = '';
     req.on('data', (d) => { body += d; });
@@ -52,8 +53,10 @@ function startTlsUpstream({ key, cert }) {
       res.end(out);
     });
   });
+  server.on('secureConnection', () => { connections++; });
   return new Promise((resolve) => {
-    server.listen(0, '127.0.0.1', () => resolve({ server, port: server.address().port, count: () => requests }));
+    server.listen(0, '127.0.0.1', () => resolve({ server, port: server.address().port, count: () => requests,
+      connections: () => connections }));
   });
 }
 
@@ -159,15 +162,19 @@ for (const client of ['lean', 'curl']) {
       }
       for (const model of Object.values(routes)) await c.waitModelVisible(seed.key.key, model);
 
-      const ok = await c.chat(0, seed.key.key, { ...hello(), model: routes.good });
-      assert.equal(ok.status, 200, ok.text);
-      assert.equal(ok.body.choices[0].message.content, 'over tls');
-      assert.ok(tls.good.count() >= 1);
+      for (let i = 0; i < 3; i++) {
+        const ok = await c.chat(0, seed.key.key, { ...hello(), model: routes.good });
+        assert.equal(ok.status, 200, ok.text);
+        assert.equal(ok.body.choices[0].message.content, 'over tls');
+      }
+      assert.equal(tls.good.count(), 3);
+      assert.equal(tls.good.connections(), 1, 'one pooled TLS connection');
 
       for (const bad of ['self', 'otherName']) {
         const r = await c.chat(0, seed.key.key, { ...hello(), model: routes[bad] });
         assert.equal(r.status, 502, `${bad}: ${r.text}`);
         assert.equal(r.body.error.code, 'upstream_unreachable');
+        assert.match(r.body.error.message, /TLS|SSL/, 'the message says it was the TLS check');
         assert.equal(tls[bad].count(), 0, `${bad}: no request may reach an unverified upstream`);
       }
     });
