@@ -425,6 +425,8 @@ process(dp_upstream_call_t *call)
         memcpy(call->retry_after, lc->resp.retry_after, sizeof(call->retry_after));
         lc->phase = PHASE_BODY;
         lc->ready = 0;
+        if (lc->resp.framing == DP_H1_NONE)
+            lc->body_end = 1; /* 204, 304, Content-Length: 0: nothing more to read */
     }
     if (!lc->body_end && (*in)->size > lc->ready) {
         size_t len = (*in)->size - lc->ready, extra;

@@ -1,8 +1,9 @@
 /*
  * Which upstream client runs a call (see upstream.h): the lean HTTP/1.1 client for http:// and https://
  * upstreams with no proxy configured, libcurl for everything else (and for URLs the lean client's
- * parser refuses). The lean client speaks HTTP/1.1 only: a provider that needs HTTP/2 needs curl. TOLLGATE_UPSTREAM_CLIENT=curl|lean forces the
- * choice for the process (lean still leaves proxies and unparsed URLs to libcurl).
+ * parser refuses). The lean client speaks HTTP/1.1 only: a provider that needs HTTP/2 needs curl.
+ * TOLLGATE_UPSTREAM_CLIENT=curl|lean forces the choice for the process (lean still leaves proxies and unparsed URLs to
+ * libcurl).
  *
  * The proxy rule is deliberately blunt: any of http_proxy, HTTPS_PROXY, ALL_PROXY (either case) set
  * sends every call through libcurl, which honours them together with NO_PROXY.

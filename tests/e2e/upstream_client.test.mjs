@@ -46,6 +46,11 @@ function startTlsUpstream({ key, cert }) {
     req.on('end', () => {
       requests++;
       const model = JSON.parse(body).model;
+      if (model === 'empty-503') { // an answer with no body at all: the client must not wait for one
+        res.writeHead(503, { 'content-length': 0 });
+        res.end();
+        return;
+      }
       const out = JSON.stringify({ id: 'chatcmpl-tls', object: 'chat.completion', created: 1, model,
         choices: [{ index: 0, message: { role: 'assistant', content: 'over tls' }, finish_reason: 'stop' }],
         usage: { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 } });
@@ -169,6 +174,14 @@ for (const client of ['lean', 'curl']) {
       }
       assert.equal(tls.good.count(), 3);
       assert.equal(tls.good.connections(), 1, 'one pooled TLS connection');
+
+
+      // an empty answer (Content-Length: 0) ends the call at once; the provider's 503 reaches the client
+      const p = await c.createProvider(`tls-empty-${client}`, `https://127.0.0.1:${tls.good.port}/v1`);
+      await c.createRoute(`tls-empty-${client}`, p.id, 'empty-503');
+      await c.waitModelVisible(seed.key.key, `tls-empty-${client}`);
+      const empty = await c.chat(0, seed.key.key, { ...hello(), model: `tls-empty-${client}` });
+      assert.equal(empty.status, 503, empty.text);
 
       for (const bad of ['self', 'otherName']) {
         const r = await c.chat(0, seed.key.key, { ...hello(), model: routes[bad] });
