@@ -60,6 +60,8 @@ dp_h1_parse_url(const char *url, dp_h1_url_t *ret)
         }
         if (v == 0)
             return -1;
+        if (v == (unsigned long)u.port)
+            u.authority_len = (size_t)(port - 1 - p); /* the default port is left out of Host, as curl does */
         u.port = (uint16_t)v;
     }
     if (*end == '\0') {

@@ -35,6 +35,13 @@ test_parse_url(void **state)
     assert_int_equal(u.port, 9);
     assert_int_equal(u.path_len, 2);
 
+    /* an explicit default port is not part of Host (SigV4 signs the Host without it) */
+    assert_int_equal(dp_h1_parse_url("https://bedrock.example:443/model", &u), 0);
+    assert_int_equal(u.port, 443);
+    assert_int_equal(u.authority_len, strlen("bedrock.example"));
+    assert_int_equal(dp_h1_parse_url("http://[::1]:80/", &u), 0);
+    assert_int_equal(u.authority_len, strlen("[::1]"));
+
     assert_int_equal(dp_h1_parse_url("ftp://h/", &u), -1);
     assert_int_equal(dp_h1_parse_url("http://user:pw@h/", &u), -1);
     assert_int_equal(dp_h1_parse_url("http://h:0/", &u), -1);
