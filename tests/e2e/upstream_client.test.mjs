@@ -147,6 +147,39 @@ for (const client of ['lean', 'curl']) {
       assert.equal(after.connections - before.connections, 3, 'the repeat went out on a fresh connection');
     });
 
+    test('a slow client pauses the upstream read and loses nothing (backpressure)', async () => {
+      // ~19 MB of events: more than the loopback socket buffers on both sides (a few MB each) plus what the
+      // gateway keeps for a client that is not reading, so the gateway has to stop reading upstream
+      const n = 100000;
+      const body = JSON.stringify({ ...hello(`big [mock:tokens=${n}]`), stream: true });
+      const text = await new Promise((resolve, reject) => {
+        const req = http.request(`${c.dataplanes[0].url}/v1/chat/completions`, { method: 'POST', agent: false,
+          headers: { authorization: `Bearer ${seed.key.key}`, 'content-type': 'application/json' }, timeout: 60000 },
+        (res) => {
+          let raw = '';
+          let paused = 0;
+          res.setEncoding('utf8');
+          res.on('data', (d) => {
+            raw += d;
+            if (paused < 2 && raw.length > (paused + 1) * 4000000) { // stop reading a while, twice
+              paused++;
+              res.pause();
+              setTimeout(() => res.resume(), 1000);
+            }
+          });
+          res.on('end', () => resolve(raw));
+          res.on('error', reject);
+        });
+        req.on('error', reject);
+        req.on('timeout', () => req.destroy(new Error('stream timed out')));
+        req.end(body);
+      });
+      const events = text.split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => e.slice(6));
+      assert.equal(events.at(-1), '[DONE]');
+      const content = events.slice(0, -1).map((e) => JSON.parse(e).choices?.[0]?.delta?.content ?? '').join('');
+      assert.equal(content, mockText(n));
+    });
+
     test('a host name is resolved (localhost)', async () => {
       const port = new URL(c.mockUrl).port;
       const p = await c.createProvider(`byname-${client}`, `http://localhost:${port}/v1`);
