@@ -509,9 +509,9 @@ on_read(h2o_socket_t *sock, const char *err)
 
 /* ---------------------------------------------------------------- connecting */
 
-/* The TLS handshake is part of connecting: the connect timeout covers it, as it does in libcurl. The
- * certificate was verified against the CA store and the host name by OpenSSL (the context's
- * parameters), and h2o checks the name once more. */
+/* The TLS handshake is part of connecting: the connect timeout covers it, as it does in libcurl. OpenSSL
+ * verifies the chain and the host name or IP during the handshake (the context's parameters), so a
+ * failed check arrives here as a handshake error, before any byte of the request is sent. */
 static void
 on_handshake(h2o_socket_t *sock, const char *err)
 {
