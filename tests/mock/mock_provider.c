@@ -57,7 +57,8 @@ static struct {
     h2o_globalconf_t h2o;
 } conf;
 
-static uint64_t next_request_id; /* atomic */
+static uint64_t next_request_id;      /* atomic */
+static uint64_t accepted_connections; /* atomic: every TCP connection accepted, for pooling tests */
 
 /* What GET /__mock/served reports: atomics, so every worker thread adds without a lock. */
 static struct {
@@ -69,7 +70,8 @@ static struct {
     pthread_mutex_t mu;
     uint64_t requests;
     uint64_t cancelled; /* chat replies whose client went away before the reply ended */
-    /* POST /__mock/fail: the next fail_count chat requests for fail_model ("" any) get fail_status */
+    /* POST /__mock/fail: the next fail_count chat requests for fail_model ("" any) get fail_status
+     * (0: the connection is closed without an answer) */
     char fail_model[128];
     int fail_status;
     int64_t fail_count;
@@ -362,7 +364,9 @@ static void
 on_mock_stats(h2o_req_t *req)
 {
     pthread_mutex_lock(&rec.mu);
-    json_t *out = json_pack("{s:I,s:I}", "requests", (json_int_t)rec.requests, "cancelled", (json_int_t)rec.cancelled);
+    json_t *out =
+        json_pack("{s:I,s:I,s:I}", "requests", (json_int_t)rec.requests, "cancelled", (json_int_t)rec.cancelled,
+                  "connections", (json_int_t)__atomic_load_n(&accepted_connections, __ATOMIC_RELAXED));
     pthread_mutex_unlock(&rec.mu);
     send_json_dump(req, out);
     json_decref(out);
@@ -408,7 +412,8 @@ on_mock_fail(h2o_req_t *req)
     json_t *root = req->entity.base != NULL ? json_loadb(req->entity.base, req->entity.len, 0, NULL) : NULL;
     int64_t status = mock_int_field(root, "status"), n = mock_int_field(root, "count");
     const char *model = json_string_value(json_object_get(root, "model"));
-    if (status < 100 || status > 599 || n < 0 || (model != NULL && strlen(model) >= sizeof(rec.fail_model))) {
+    if ((status != 0 && status < 100) || status > 599 || n < 0 ||
+        (model != NULL && strlen(model) >= sizeof(rec.fail_model))) {
         json_decref(root);
         send_error(req, 400, "invalid_request_error", NULL, NULL, "want {\"status\",\"count\",\"model\"?} (mock)");
         return;
@@ -422,11 +427,11 @@ on_mock_fail(h2o_req_t *req)
     send_body(req, 200, "application/json", H2O_STRLIT("{}"));
 }
 
-/* The planned failure status for a request of this model, or 0. */
+/* The planned failure status for a request of this model (0: drop the connection), or -1. */
 static int
 take_planned_failure(const char *model)
 {
-    int status = 0;
+    int status = -1;
     pthread_mutex_lock(&rec.mu);
     if (rec.fail_count > 0 && (rec.fail_model[0] == '\0' || strcmp(rec.fail_model, model) == 0)) {
         rec.fail_count--;
@@ -824,6 +829,21 @@ client_left(h2o_req_t *req)
     return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
+/* Closes the connection under the request before any byte of an answer: the peer sees the end of the
+ * stream (a keep-alive connection the server dropped as the request went out). The answer sent after it
+ * goes nowhere, and h2o closes its side. */
+static void
+drop_connection(h2o_req_t *req)
+{
+    if (req->version < 0x200 && req->conn->callbacks->get_socket != NULL) {
+        h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+        int fd = sock != NULL ? h2o_socket_get_fd(sock) : -1;
+        if (fd >= 0)
+            shutdown(fd, SHUT_RDWR);
+    }
+    send_body(req, 503, "text/plain", H2O_STRLIT("dropped\n"));
+}
+
 /* delay_ms is waited out in slices, looking for a gateway that cancelled the call in between. */
 #define DELAY_SLICE_MS 50
 
@@ -955,6 +975,10 @@ on_chat(h2o_req_t *req)
     }
     mock_directives_from_headers(&d, req);
     int planned = take_planned_failure(json_string_value(model));
+    if (planned == 0) {
+        drop_connection(req);
+        goto done;
+    }
     if (planned > 0)
         d.status = planned;
     if (d.tool_calls > 0 && (d.status < 100 || d.status == 200)) {
@@ -1086,6 +1110,7 @@ on_accept(uv_stream_t *listener, int status)
         return;
     }
     uv_tcp_nodelay(conn, 1);
+    __atomic_add_fetch(&accepted_connections, 1, __ATOMIC_RELAXED);
     h2o_accept(&w->accept_ctx, h2o_uv_socket_create((uv_stream_t *)conn, on_conn_closed));
 }
 
