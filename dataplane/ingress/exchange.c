@@ -1444,19 +1444,23 @@ dp_exchange_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id, const
         x->treq.model = tg_arena_strndup(&x->arena, name, name_len);
         x->url_model = 1;
     }
-    /* admission: the worst case reserved against every budget and rate limit before any call */
-    dp_worst_case_t wc;
-    dp_route_t priced = {0}; /* W at the dearest target the plan may reach, fallbacks included */
-    const dp_route_t *route = dp_snapshot_find_route(s, name, name_len);
-    priced.default_max_tokens = route != NULL ? route->default_max_tokens : 0;
-    for (size_t i = 0; i < x->plan.n; i++) {
-        const dp_price_t *p = x->plan.targets[i]->price;
-        if (p != NULL && p->input > priced.max_price.input)
-            priced.max_price.input = p->input;
-        if (p != NULL && p->output > priced.max_price.output)
-            priced.max_price.output = p->output;
+    /* admission: the worst case reserved against every budget and rate limit before any call. A key
+     * under no limit reserves nothing, and sizing W costs a second scan of the body: skip it. */
+    dp_worst_case_t wc = {0};
+    if (key->n_limits > 0) {
+        dp_route_t priced = {0}; /* W at the dearest target the plan may reach, fallbacks included */
+        const dp_route_t *route = dp_snapshot_find_route(s, name, name_len);
+        priced.default_max_tokens = route != NULL ? route->default_max_tokens : 0;
+        for (size_t i = 0; i < x->plan.n; i++) {
+            const dp_price_t *p = x->plan.targets[i]->price;
+            if (p != NULL && p->input > priced.max_price.input)
+                priced.max_price.input = p->input;
+            if (p != NULL && p->output > priced.max_price.output)
+                priced.max_price.output = p->output;
+        }
+        dp_admission_worst_case(&priced, body.base, body.len, ep->op == TX_OP_EMBED || ep->op == TX_OP_COUNT_TOKENS,
+                                &wc);
     }
-    dp_admission_worst_case(&priced, body.base, body.len, ep->op == TX_OP_EMBED || ep->op == TX_OP_COUNT_TOKENS, &wc);
     x->adm.on_ready = on_admitted;
     x->adm.data = x;
     int adm = dp_admission_begin(&x->adm, w->admission, s, key, name, name_len, &wc);
