@@ -4,8 +4,18 @@
  * skip_value() is the whole grammar: it consumes one value starting at p and returns the first byte
  * after it, or NULL when the text is not JSON. Recursion depth is bounded by TG_JSON_MAX_DEPTH, so a
  * hostile body cannot exhaust the stack.
+ *
+ * Strings are most of the bytes of an LLM request or response, so the inside of a string is searched
+ * 16 bytes at a time (SSE2, the x86-64 baseline) or 8 at a time (SWAR on a uint64_t, little-endian
+ * elsewhere) for the only bytes that matter there: '"', '\\' and control bytes (< 0x20). The scanner
+ * does not validate UTF-8 (bytes >= 0x80 are plain string content, as before): h2o and the clients'
+ * own parsers judge encodings; this scanner judges structure.
  */
+#include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__) && !defined(TG_JSON_SCAN_NO_SIMD)
+#include <emmintrin.h>
+#endif
 #include "tollgate/crypto.h"
 #include "tollgate/json_scan.h"
 
@@ -15,6 +25,44 @@ static const char *
 skip_ws(const char *p, const char *end)
 {
     while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    return p;
+}
+
+/* The first '"', '\\' or byte below 0x20 in [p, end), or end. Reads only inside [p, end). */
+static inline const char *
+find_special(const char *p, const char *end)
+{
+#if defined(__SSE2__) && !defined(TG_JSON_SCAN_NO_SIMD)
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'), ctl = _mm_set1_epi8(0x1f);
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        /* unsigned v <= 0x1f  <=>  max(v, 0x1f) == 0x1f (SSE2 has no unsigned compare) */
+        __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+                                   _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl));
+        unsigned mask = (unsigned)_mm_movemask_epi8(hit);
+        if (mask != 0)
+            return p + __builtin_ctz(mask);
+        p += 16;
+    }
+#endif
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && !defined(TG_JSON_SCAN_NO_SWAR)
+    /* SWAR: a byte b of x is flagged in (x - 0x01..) & ~x & 0x80.. when b == 0; lower bytes' borrows only
+     * reach bytes above a true hit, so the lowest flagged byte is exact (little-endian: lowest = first) */
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    /* (after SSE2: the last 8..15 bytes of the text) */
+    while (end - p >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        uint64_t xq = w ^ (ones * '"'), xb = w ^ (ones * '\\');
+        uint64_t hit = ((xq - ones) & ~xq) | ((xb - ones) & ~xb) | ((w - ones * 0x20) & ~w);
+        hit &= highs;
+        if (hit != 0)
+            return p + (__builtin_ctzll(hit) >> 3);
+        p += 8;
+    }
+#endif
+    while (p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
         p++;
     return p;
 }
@@ -31,10 +79,7 @@ skip_string(const char *p, const char *end)
     /* p is at the opening quote */
     p++;
     while (p < end) {
-        const char *q = p;
-        /* fast path over plain bytes */
-        while (q < end && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20)
-            q++;
+        const char *q = find_special(p, end);
         if (q == end)
             return NULL;
         if (*q == '"')

@@ -3,6 +3,7 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 #include "tollgate/json_scan.h"
@@ -154,6 +155,104 @@ test_empty(void **state)
     assert_false(tg_json_is_empty(v));
 }
 
+/* The scanner's answer for the string starting at s[0] ('"'), byte by byte: its length with both quotes,
+ * or 0 when it is not a valid string. The reference the word-at-a-time search must agree with. */
+static size_t
+ref_string_len(const unsigned char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdefABCDEF";
+    for (size_t i = 1; i < n; i++) {
+        if (s[i] == '"')
+            return i + 1;
+        if (s[i] < 0x20)
+            return 0;
+        if (s[i] != '\\')
+            continue;
+        if (i + 1 >= n)
+            return 0;
+        if (s[i + 1] == 'u') {
+            if (n - i < 6)
+                return 0;
+            for (int k = 2; k < 6; k++)
+                if (s[i + k] == 0 || strchr(hex, s[i + k]) == NULL)
+                    return 0;
+            i += 5;
+        } else if (strchr("\"\\/bfnrt", s[i + 1]) != NULL && s[i + 1] != 0) {
+            i++;
+        } else {
+            return 0;
+        }
+    }
+    return 0;
+}
+
+/* One string in an array, "[" + string + "]", in a buffer of exactly its size (ASan sees any read past
+ * it), at every alignment: the scanner's span must be the reference's. */
+static void
+check_string(const char *content, size_t clen, size_t pad)
+{
+    size_t n = pad + 1 + 1 + clen + 1 + 1;
+    unsigned char *b = malloc(n);
+    memset(b, ' ', pad);
+    b[pad] = '[';
+    b[pad + 1] = '"';
+    memcpy(b + pad + 2, content, clen);
+    b[n - 2] = '"';
+    b[n - 1] = ']';
+    size_t want = ref_string_len(b + pad + 1, n - pad - 1);
+    tg_json_iter_t it;
+    tg_json_type_t type;
+    tg_json_span_t v;
+    assert_int_equal(tg_json_iter_init_text(&it, (const char *)b, n, &type), 0);
+    int rv = tg_json_array_next(&it, &v);
+    if (want == 0) {
+        assert_int_equal(rv, -1);
+    } else {
+        assert_int_equal(rv, 1);
+        assert_int_equal(v.type, TG_JSON_STRING);
+        assert_int_equal(v.len, want);
+    }
+    /* and the whole text parses exactly when the string closes at its last quote */
+    tg_json_span_t top;
+    assert_int_equal(tg_json_parse((const char *)b, n, &top) == 0, want == clen + 2);
+    free(b);
+}
+
+static void
+test_strings_at_every_offset(void **state)
+{
+    /* what is put at offset i of a run of plain bytes: escapes, a control byte, a bare quote, bytes the
+     * search must pass over (DEL, UTF-8, 0xff, 0x20, and the byte just above each special) */
+    static const struct {
+        const char *s;
+        size_t len;
+    } specials[] = {
+        {"\\n", 2},  {"\\\"", 2}, {"\\\\", 2}, {"\\u00e9", 6}, {"\\u12g4", 6}, {"\\x", 2},
+        {"\x01", 1}, {"\x1f", 1}, {"\t", 1},   {"\"", 1},      {"\x7f", 1},    {"\xc3\xa9", 2},
+        {"\xff", 1}, {" ", 1},    {"#", 1},    {"]", 1},       {"\\", 1},      {"\x00", 1},
+    };
+    static const char fillers[] = {'a', '\x80', '!'};
+    char content[80];
+    for (size_t f = 0; f < sizeof(fillers); f++)
+        for (size_t len = 0; len <= 40; len++)
+            for (size_t pad = 0; pad < 16; pad++) {
+                memset(content, fillers[f], len);
+                check_string(content, len, pad); /* no special at all */
+                for (size_t k = 0; k < sizeof(specials) / sizeof(specials[0]); k++)
+                    for (size_t i = 0; i <= len; i++) {
+                        /* the special at offset i, then a second one (a control byte) further on */
+                        memset(content, fillers[f], sizeof(content));
+                        memcpy(content + i, specials[k].s, specials[k].len);
+                        size_t clen = len + specials[k].len;
+                        check_string(content, clen, pad);
+                        if (i + specials[k].len + 3 < clen) {
+                            content[clen - 2] = '\x02';
+                            check_string(content, clen, pad);
+                        }
+                    }
+            }
+}
+
 int
 main(void)
 {
@@ -165,6 +264,7 @@ main(void)
         cmocka_unit_test(test_decode_and_quote),
         cmocka_unit_test(test_iterate_text),
         cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_strings_at_every_offset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
