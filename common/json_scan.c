@@ -283,6 +283,8 @@ iter_advance(tg_json_iter_t *it, char close)
         if (*it->p != ',')
             return -1;
         it->p = skip_ws(it->p + 1, it->end);
+        if (it->p >= it->end)
+            return -1; /* text cut after a ',': the caller must not look at *it->p */
     }
     it->first = 0;
     return 1;
@@ -479,6 +481,31 @@ tg_json_is_empty(tg_json_span_t s)
         return 0;
     const char *p = skip_ws(s.p + 1, s.p + s.len);
     return p == s.p + s.len - 1;
+}
+
+int
+tg_json_may_have_object_member(const char *s, size_t len, const char *name)
+{
+    char pat[64];
+    size_t n = strlen(name);
+    if (n + 2 > sizeof(pat))
+        return 1;
+    /* a raw `"name"` is always a whole string token: no raw quote lives inside a string */
+    pat[0] = '"';
+    memcpy(pat + 1, name, n);
+    pat[n + 1] = '"';
+    n += 2;
+    const char *p = s, *end = s + len;
+    while ((p = memmem(p, end - p, pat, n)) != NULL) {
+        const char *q = skip_ws(p + n, end);
+        if (q < end && *q == ':') {
+            q = skip_ws(q + 1, end);
+            if (q < end && *q == '{')
+                return 1;
+        }
+        p += n;
+    }
+    return memmem(s, len, "\\u", 2) != NULL;
 }
 
 size_t

@@ -142,6 +142,14 @@ test_iterate_text(void **state)
     assert_int_equal(tg_json_iter_init_text(&it, bad, strlen(bad), &type), 0);
     assert_int_equal(tg_json_object_next(&it, &k, &v), -1);
     assert_int_equal(tg_json_iter_init_text(&it, "\"s\"", 3, &type), -1);
+
+    /* regression (found by the fuzzer): a text cut right after a ',' was read one byte past its end */
+    char *cut = malloc(7);
+    memcpy(cut, "{\"a\":1,", 7);
+    assert_int_equal(tg_json_iter_init_text(&it, cut, 7, &type), 0);
+    assert_int_equal(tg_json_object_next(&it, &k, &v), 1);
+    assert_int_equal(tg_json_object_next(&it, &k, &v), -1);
+    free(cut);
     assert_int_equal(tg_json_iter_init_text(&it, "", 0, &type), -1);
 }
 
@@ -253,6 +261,40 @@ test_strings_at_every_offset(void **state)
             }
 }
 
+static void
+test_may_have_object_member(void **state)
+{
+    struct {
+        const char *text;
+        int usage;
+    } cases[] = {
+        {"{\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}", 0},
+        {"{\"choices\":[],\"usage\":{\"prompt_tokens\":1}}", 1},
+        {"{\"usage\" :\n\t{}}", 1},
+        {"{\"usage\":null}", 0},            /* only object values count */
+        {"{\"usage\":\"{\"}", 0},           /* a string is not an object */
+        {"{\"x\":\"usage\"}", 0},           /* a value, not followed by ':' */
+        {"{\"a\":\"\\\"usage\\\":{\"}", 0}, /* escaped quotes inside a string are not a key */
+        {"{\"us\\u0061ge\":{}}", 1},        /* a key spelled with an escape: any \u says maybe */
+        {"{\"c\":\"\\u00e9\"}", 1},
+        {"{\"usage\"", 0},
+        {"{\"usage\":", 0},
+        {"\"usage\":{", 1}, /* not validated: a pre-check only */
+        {"", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        /* an exact-size copy, so ASan sees any read past the end */
+        size_t n = strlen(cases[i].text);
+        char *b = malloc(n ? n : 1);
+        memcpy(b, cases[i].text, n);
+        assert_int_equal(tg_json_may_have_object_member(b, n, "usage"), cases[i].usage);
+        free(b);
+    }
+    const char *err = "{\"error\":{\"message\":\"x\"}}";
+    assert_int_equal(tg_json_may_have_object_member(err, strlen(err), "error"), 1);
+    assert_int_equal(tg_json_may_have_object_member(err, strlen(err), "usage"), 0);
+}
+
 int
 main(void)
 {
@@ -265,6 +307,7 @@ main(void)
         cmocka_unit_test(test_iterate_text),
         cmocka_unit_test(test_empty),
         cmocka_unit_test(test_strings_at_every_offset),
+        cmocka_unit_test(test_may_have_object_member),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
