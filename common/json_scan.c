@@ -483,29 +483,62 @@ tg_json_is_empty(tg_json_span_t s)
     return p == s.p + s.len - 1;
 }
 
-int
-tg_json_may_have_object_member(const char *s, size_t len, const char *name)
+/* The first p in [p, end - 1) where p[0] p[1] is '"' and one of c0, c1, or "\\u"; NULL when none. */
+static const char *
+next_candidate(const char *p, const char *end, char c0, char c1)
 {
-    char pat[64];
-    size_t n = strlen(name);
-    if (n + 2 > sizeof(pat))
-        return 1;
-    /* a raw `"name"` is always a whole string token: no raw quote lives inside a string */
-    pat[0] = '"';
-    memcpy(pat + 1, name, n);
-    pat[n + 1] = '"';
-    n += 2;
-    const char *p = s, *end = s + len;
-    while ((p = memmem(p, end - p, pat, n)) != NULL) {
-        const char *q = skip_ws(p + n, end);
-        if (q < end && *q == ':') {
-            q = skip_ws(q + 1, end);
-            if (q < end && *q == '{')
-                return 1;
-        }
-        p += n;
+#if defined(__SSE2__) && !defined(TG_JSON_SCAN_NO_SIMD)
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'), f0 = _mm_set1_epi8(c0),
+                  f1 = _mm_set1_epi8(c1), u = _mm_set1_epi8('u');
+    while (end - p >= 17) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(const void *)p);
+        __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(p + 1));
+        __m128i first = _mm_or_si128(_mm_cmpeq_epi8(b, f0), _mm_cmpeq_epi8(b, f1));
+        __m128i hit = _mm_or_si128(_mm_and_si128(_mm_cmpeq_epi8(a, quote), first),
+                                   _mm_and_si128(_mm_cmpeq_epi8(a, bslash), _mm_cmpeq_epi8(b, u)));
+        unsigned mask = (unsigned)_mm_movemask_epi8(hit);
+        if (mask != 0)
+            return p + __builtin_ctz(mask);
+        p += 16;
     }
-    return memmem(s, len, "\\u", 2) != NULL;
+#endif
+    for (; end - p >= 2; p++)
+        if ((p[0] == '"' && (p[1] == c0 || p[1] == c1)) || (p[0] == '\\' && p[1] == 'u'))
+            return p;
+    return NULL;
+}
+
+/* Whether `"name"`, whitespace, ':', whitespace, '{' starts at p. */
+static int
+member_with_object_at(const char *p, const char *end, const char *name)
+{
+    size_t n = strlen(name);
+    if ((size_t)(end - p) < n + 2 || memcmp(p + 1, name, n) != 0 || p[n + 1] != '"')
+        return 0;
+    const char *q = skip_ws(p + n + 2, end);
+    if (q >= end || *q != ':')
+        return 0;
+    q = skip_ws(q + 1, end);
+    return q < end && *q == '{';
+}
+
+int
+tg_json_may_have_object_member(const char *s, size_t len, const char *name, const char *name2)
+{
+    const char *p = s, *end = s + len;
+    if (name[0] == '\0' || (name2 != NULL && name2[0] == '\0'))
+        return 1;
+    /* one pass for '"' + a first letter and for "\\u" (a key can spell a letter only with \u); glibc's
+     * memmem costs more per call than this does for a whole stream chunk */
+    while ((p = next_candidate(p, end, name[0], name2 != NULL ? name2[0] : name[0])) != NULL) {
+        if (*p == '\\')
+            return 1;
+        /* a raw `"name"` is always a whole string token: no raw quote lives inside a string */
+        if (member_with_object_at(p, end, name) || (name2 != NULL && member_with_object_at(p, end, name2)))
+            return 1;
+        p++;
+    }
+    return 0;
 }
 
 size_t

@@ -3,6 +3,7 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
@@ -287,12 +288,33 @@ test_may_have_object_member(void **state)
         size_t n = strlen(cases[i].text);
         char *b = malloc(n ? n : 1);
         memcpy(b, cases[i].text, n);
-        assert_int_equal(tg_json_may_have_object_member(b, n, "usage"), cases[i].usage);
+        assert_int_equal(tg_json_may_have_object_member(b, n, "usage", NULL), cases[i].usage);
         free(b);
     }
+    /* the member at every offset of a longer text (the 16-byte loop, its tail, the boundary between) */
+    char text[128];
+    for (size_t pad = 0; pad < 48; pad++) {
+        for (int obj = 0; obj < 2; obj++) {
+            size_t n = 0;
+            text[n++] = '{';
+            text[n++] = '"';
+            memset(text + n, 'e', pad); /* 'e' after a quote is a candidate for "error", not for "usage" */
+            n += pad;
+            n += (size_t)sprintf(text + n, "\":1,\"usage\":%s}", obj ? "{}" : "[]");
+            char *b = malloc(n);
+            memcpy(b, text, n);
+            assert_int_equal(tg_json_may_have_object_member(b, n, "usage", NULL), obj);
+            assert_int_equal(tg_json_may_have_object_member(b, n, "error", NULL), 0);
+            free(b);
+        }
+    }
     const char *err = "{\"error\":{\"message\":\"x\"}}";
-    assert_int_equal(tg_json_may_have_object_member(err, strlen(err), "error"), 1);
-    assert_int_equal(tg_json_may_have_object_member(err, strlen(err), "usage"), 0);
+    assert_int_equal(tg_json_may_have_object_member(err, strlen(err), "error", NULL), 1);
+    assert_int_equal(tg_json_may_have_object_member(err, strlen(err), "usage", NULL), 0);
+    assert_int_equal(tg_json_may_have_object_member(err, strlen(err), "usage", "error"), 1);
+    assert_int_equal(tg_json_may_have_object_member(err, strlen(err), "error", "usage"), 1);
+    const char *chunk = "{\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":null,\"error\":\"e\"}";
+    assert_int_equal(tg_json_may_have_object_member(chunk, strlen(chunk), "usage", "error"), 0);
 }
 
 int

@@ -235,7 +235,7 @@ read_openai_body(exchange_t *x, const char *data, size_t len)
     tg_json_span_t k, v;
     tg_json_type_t type;
     int seen = 0, rv;
-    if (!tg_json_may_have_object_member(data, len, "usage") && !tg_json_may_have_object_member(data, len, "error"))
+    if (!tg_json_may_have_object_member(data, len, "usage", "error"))
         return 0;
     if (tg_json_iter_init_text(&it, data, len, &type) != 0 || type != TG_JSON_OBJECT)
         return 0;
