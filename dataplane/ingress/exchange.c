@@ -301,7 +301,8 @@ on_proceed(h2o_generator_t *gen, h2o_req_t *req)
 {
     exchange_t *x = (exchange_t *)gen;
     x->send_in_flight = 0;
-    x->sending.len = 0;
+    /* h2o is done with it: a stream between events holds no buffer (memory per concurrent stream) */
+    tg_buf_free(&x->sending);
     if (x->call.paused && x->pending.len < PENDING_HIGH_WATER)
         dp_upstream_call_resume(&x->call); /* may deliver bytes, or even finish, right here */
     flush_pending(x);
