@@ -548,6 +548,15 @@ tg_json_quote(char *out, const char *s, size_t len)
     size_t n = 0;
     out[n++] = '"';
     for (size_t i = 0; i < len; i++) {
+        /* runs of bytes that need no escape are copied whole */
+        const char *run = s + i, *stop = find_special(run, s + len);
+        if (stop > run) {
+            memcpy(out + n, run, stop - run);
+            n += stop - run;
+            i += stop - run;
+            if (i == len)
+                break;
+        }
         unsigned char c = (unsigned char)s[i];
         switch (c) {
         case '"':

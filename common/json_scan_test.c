@@ -317,6 +317,27 @@ test_may_have_object_member(void **state)
     assert_int_equal(tg_json_may_have_object_member(chunk, strlen(chunk), "usage", "error"), 0);
 }
 
+static void
+test_quote_round_trip(void **state)
+{
+    /* bytes that need an escape at every offset of runs that do not (the run copy, 16 bytes at a time) */
+    static const char specials[] = {'"', '\\', '\n', '\r', '\t', '\x01', '\x1f', '\x7f', '\xc3', 'x'};
+    char in[48], q[6 * sizeof(in) + 2], out[sizeof(in) + 8]; /* decode wants room for 4 bytes per \u */
+    for (size_t len = 1; len <= sizeof(in); len++)
+        for (size_t i = 0; i < len; i++)
+            for (size_t k = 0; k < sizeof(specials); k++) {
+                memset(in, 'a', len);
+                in[i] = specials[k];
+                in[len - 1] = specials[(k + 3) % sizeof(specials)];
+                size_t qn = tg_json_quote(q, in, len), n;
+                tg_json_span_t v;
+                assert_int_equal(tg_json_parse(q, qn, &v), 0);
+                assert_int_equal(tg_json_string_decode(v, out, sizeof(out), &n), 0);
+                assert_int_equal(n, len);
+                assert_memory_equal(out, in, len);
+            }
+}
+
 int
 main(void)
 {
@@ -330,6 +351,7 @@ main(void)
         cmocka_unit_test(test_empty),
         cmocka_unit_test(test_strings_at_every_offset),
         cmocka_unit_test(test_may_have_object_member),
+        cmocka_unit_test(test_quote_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
