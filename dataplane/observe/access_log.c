@@ -5,12 +5,15 @@
  * (Gemini clients may put the key there). Only when the key's tenant has log_content on does the line
  * carry the request body and the response bytes sent, each capped at DP_OBS_CAPTURE_MAX.
  *
- * Writing: the line is built in a buffer and goes out with one write(2) (O_APPEND for files), so lines
- * from several workers never interleave and the loop is held for one system call. A failed or short
- * write is counted (tollgate_access_log_write_failures_total), never retried on the loop.
+ * Writing: lines wait in a buffer per worker and go out with one write(2) per PIPE_BUF bytes at most
+ * (O_APPEND for files), so lines from several workers never interleave and a busy worker makes one
+ * system call per several requests instead of one per request. The buffer is written when full, every
+ * TOLLGATE_ACCESS_LOG_FLUSH_MS (the worker's timer) and when the worker stops (SIGTERM loses no line). A
+ * failed or short write is counted (tollgate_access_log_write_failures_total), never retried.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,10 +23,12 @@
 
 static int log_fd = -1;
 static int log_owned; /* a file we opened */
+static int flush_ms = 100;
 
 int
-dp_access_log_open(const char *where)
+dp_access_log_open(const char *where, int flush)
 {
+    flush_ms = flush;
     if (where == NULL || strcmp(where, "stderr") == 0) {
         log_fd = STDERR_FILENO;
     } else if (strcmp(where, "stdout") == 0) {
@@ -40,6 +45,12 @@ dp_access_log_open(const char *where)
         log_owned = 1;
     }
     return 0;
+}
+
+int
+dp_access_log_flush_ms(void)
+{
+    return log_fd >= 0 ? flush_ms : 0;
 }
 
 int
@@ -257,14 +268,51 @@ dp_access_log_peer(h2o_req_t *req, char out[64])
     }
 }
 
+/* Lines wait in a buffer per worker thread and go out together: when the next line would take the
+ * buffer past PIPE_BUF, on the worker's flush timer (TOLLGATE_ACCESS_LOG_FLUSH_MS; 0: every line at
+ * once) and when the worker stops.
+ * PIPE_BUF bytes is what a write to a pipe (stderr under a log collector) keeps whole, so lines of
+ * different workers never interleave; a longer line (log_content) goes out alone, at once. */
+static __thread tg_buf_t lines;
+
+static void
+write_out(const char *p, size_t len)
+{
+    if (write(log_fd, p, len) != (ssize_t)len)
+        dp_obs_count_log_failure();
+}
+
 void
 dp_access_log_write(const dp_obs_t *o, int64_t end_unix_ns, uint64_t total_ns)
 {
     if (log_fd < 0)
         return;
-    tg_buf_t b = {0};
-    if (dp_access_log_format(o, end_unix_ns, total_ns, &b) != 0 ||
-        write(log_fd, b.base, b.len) != (ssize_t)b.len) /* one write: lines never interleave */
+    size_t mark = lines.len;
+    if (dp_access_log_format(o, end_unix_ns, total_ns, &lines) != 0) {
+        lines.len = mark;
         dp_obs_count_log_failure();
-    tg_buf_free(&b);
+        return;
+    }
+    if (lines.len <= PIPE_BUF && flush_ms > 0)
+        return;
+    if (mark > 0) {
+        /* the earlier lines first, then the new one moves to the front */
+        write_out(lines.base, mark);
+        memmove(lines.base, lines.base + mark, lines.len - mark);
+        lines.len -= mark;
+    }
+    if (lines.len > PIPE_BUF || flush_ms == 0) {
+        write_out(lines.base, lines.len);
+        lines.len = 0;
+    }
+}
+
+void
+dp_access_log_flush(int release)
+{
+    if (lines.len > 0 && log_fd >= 0)
+        write_out(lines.base, lines.len);
+    lines.len = 0;
+    if (release)
+        tg_buf_free(&lines);
 }

@@ -164,7 +164,12 @@ dp_obs_init(void)
         tg_metrics_add_collector(g.reg, collect_breakers, NULL) != 0)
         return -1;
 
-    if (dp_access_log_open(tg_env_str("TOLLGATE_ACCESS_LOG", "stderr")) != 0)
+    int64_t log_flush;
+    if (tg_env_int("TOLLGATE_ACCESS_LOG_FLUSH_MS", 100, 0, 60000, &log_flush) != 0) {
+        fprintf(stderr, "tollgate-dataplane: TOLLGATE_ACCESS_LOG_FLUSH_MS must be 0..60000\n");
+        return -1;
+    }
+    if (dp_access_log_open(tg_env_str("TOLLGATE_ACCESS_LOG", "stderr"), (int)log_flush) != 0)
         return -1;
     const char *endpoint = tg_env_str("TOLLGATE_OTLP_ENDPOINT", NULL);
     if (endpoint != NULL && dp_tracer_start(endpoint, tg_env_str("TOLLGATE_OTLP_SERVICE_NAME", "tollgate-dataplane"),
