@@ -313,7 +313,7 @@ dp_obs_begin(h2o_req_t *req, uint64_t rand_a, uint64_t rand_b)
 
     /* trace context: ids from the CSPRNG are not needed; the worker's generator is fine for ids */
     uint8_t rnd[32];
-    if (tg_random_bytes(rnd, sizeof(rnd)) != 0) {
+    if (tg_random_ids(rnd, sizeof(rnd)) != 0) {
         memcpy(rnd, &rand_a, 8);
         memcpy(rnd + 8, &rand_b, 8);
         memcpy(rnd + 16, &o->start_ns, 8);
@@ -394,7 +394,7 @@ model_label(const dp_obs_t *o, char out[TG_METRICS_LABEL_MAX + 1])
 static void
 random_span(dp_obs_t *o, uint8_t out[8])
 {
-    if (tg_random_bytes(out, 8) != 0 || all_zero(out, 8)) {
+    if (tg_random_ids(out, 8) != 0 || all_zero(out, 8)) {
         uint64_t v = tg_mono_ns() ^ ((uint64_t)o->attempts << 56) ^ 0x9e3779b97f4a7c15ull;
         memcpy(out, &v, 8);
     }
