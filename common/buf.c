@@ -48,9 +48,15 @@ int
 tg_buf_appendf(tg_buf_t *b, const char *fmt, ...)
 {
     va_list ap;
+    /* one formatting pass when the text fits the room already there (the usual case), two otherwise */
+    size_t room = b->cap - b->len;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(room > 0 ? b->base + b->len : NULL, room, fmt, ap);
     va_end(ap);
+    if (n >= 0 && (size_t)n < room) {
+        b->len += (size_t)n;
+        return 0;
+    }
     if (n < 0 || tg_buf_reserve(b, (size_t)n + 1) != 0)
         return -1;
     va_start(ap, fmt);

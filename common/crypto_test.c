@@ -3,6 +3,7 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 #include "tollgate/crypto.h"
@@ -74,12 +75,38 @@ test_aead(void **state)
     assert_int_equal(tg_aead_open(key, NULL, 0, sealed, 10, out), -1);
 }
 
+static int
+cmp16(const void *a, const void *b)
+{
+    return memcmp(a, b, 16);
+}
+
+static void
+test_random_ids(void **state)
+{
+    /* ids of odd sizes across many refills of the per-thread block: never a repeat, never the zeroed
+     * bytes of a block already handed out */
+    enum { N = 3000 };
+    static uint8_t ids[N][16];
+    static const uint8_t zero[16];
+    uint8_t odd[7], big[600];
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(tg_random_ids(ids[i], 16), 0);
+        assert_int_equal(tg_random_ids(odd, 1 + i % 7), 0);
+        assert_memory_not_equal(ids[i], zero, 16);
+    }
+    qsort(ids, N, 16, cmp16);
+    for (int i = 1; i < N; i++)
+        assert_memory_not_equal(ids[i - 1], ids[i], 16);
+    assert_int_equal(tg_random_ids(big, sizeof(big)), 0); /* larger than the block: straight from the CSPRNG */
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sha256_vector), cmocka_unit_test(test_hmac_vector), cmocka_unit_test(test_hex_and_ct),
-        cmocka_unit_test(test_bearer),        cmocka_unit_test(test_aead),
+        cmocka_unit_test(test_bearer),        cmocka_unit_test(test_aead),        cmocka_unit_test(test_random_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

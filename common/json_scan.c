@@ -4,8 +4,18 @@
  * skip_value() is the whole grammar: it consumes one value starting at p and returns the first byte
  * after it, or NULL when the text is not JSON. Recursion depth is bounded by TG_JSON_MAX_DEPTH, so a
  * hostile body cannot exhaust the stack.
+ *
+ * Strings are most of the bytes of an LLM request or response, so the inside of a string is searched
+ * 16 bytes at a time (SSE2, the x86-64 baseline) or 8 at a time (SWAR on a uint64_t, little-endian
+ * elsewhere) for the only bytes that matter there: '"', '\\' and control bytes (< 0x20). The scanner
+ * does not validate UTF-8 (bytes >= 0x80 are plain string content, as before): h2o and the clients'
+ * own parsers judge encodings; this scanner judges structure.
  */
+#include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__) && !defined(TG_JSON_SCAN_NO_SIMD)
+#include <emmintrin.h>
+#endif
 #include "tollgate/crypto.h"
 #include "tollgate/json_scan.h"
 
@@ -15,6 +25,44 @@ static const char *
 skip_ws(const char *p, const char *end)
 {
     while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    return p;
+}
+
+/* The first '"', '\\' or byte below 0x20 in [p, end), or end. Reads only inside [p, end). */
+static inline const char *
+find_special(const char *p, const char *end)
+{
+#if defined(__SSE2__) && !defined(TG_JSON_SCAN_NO_SIMD)
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'), ctl = _mm_set1_epi8(0x1f);
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        /* unsigned v <= 0x1f  <=>  max(v, 0x1f) == 0x1f (SSE2 has no unsigned compare) */
+        __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+                                   _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl));
+        unsigned mask = (unsigned)_mm_movemask_epi8(hit);
+        if (mask != 0)
+            return p + __builtin_ctz(mask);
+        p += 16;
+    }
+#endif
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && !defined(TG_JSON_SCAN_NO_SWAR)
+    /* SWAR: a byte b of x is flagged in (x - 0x01..) & ~x & 0x80.. when b == 0; lower bytes' borrows only
+     * reach bytes above a true hit, so the lowest flagged byte is exact (little-endian: lowest = first) */
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    /* (after SSE2: the last 8..15 bytes of the text) */
+    while (end - p >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        uint64_t xq = w ^ (ones * '"'), xb = w ^ (ones * '\\');
+        uint64_t hit = ((xq - ones) & ~xq) | ((xb - ones) & ~xb) | ((w - ones * 0x20) & ~w);
+        hit &= highs;
+        if (hit != 0)
+            return p + (__builtin_ctzll(hit) >> 3);
+        p += 8;
+    }
+#endif
+    while (p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
         p++;
     return p;
 }
@@ -31,10 +79,7 @@ skip_string(const char *p, const char *end)
     /* p is at the opening quote */
     p++;
     while (p < end) {
-        const char *q = p;
-        /* fast path over plain bytes */
-        while (q < end && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20)
-            q++;
+        const char *q = find_special(p, end);
         if (q == end)
             return NULL;
         if (*q == '"')
@@ -238,6 +283,8 @@ iter_advance(tg_json_iter_t *it, char close)
         if (*it->p != ',')
             return -1;
         it->p = skip_ws(it->p + 1, it->end);
+        if (it->p >= it->end)
+            return -1; /* text cut after a ',': the caller must not look at *it->p */
     }
     it->first = 0;
     return 1;
@@ -436,6 +483,64 @@ tg_json_is_empty(tg_json_span_t s)
     return p == s.p + s.len - 1;
 }
 
+/* The first p in [p, end - 1) where p[0] p[1] is '"' and one of c0, c1, or "\\u"; NULL when none. */
+static const char *
+next_candidate(const char *p, const char *end, char c0, char c1)
+{
+#if defined(__SSE2__) && !defined(TG_JSON_SCAN_NO_SIMD)
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'), f0 = _mm_set1_epi8(c0),
+                  f1 = _mm_set1_epi8(c1), u = _mm_set1_epi8('u');
+    while (end - p >= 17) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(const void *)p);
+        __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(p + 1));
+        __m128i first = _mm_or_si128(_mm_cmpeq_epi8(b, f0), _mm_cmpeq_epi8(b, f1));
+        __m128i hit = _mm_or_si128(_mm_and_si128(_mm_cmpeq_epi8(a, quote), first),
+                                   _mm_and_si128(_mm_cmpeq_epi8(a, bslash), _mm_cmpeq_epi8(b, u)));
+        unsigned mask = (unsigned)_mm_movemask_epi8(hit);
+        if (mask != 0)
+            return p + __builtin_ctz(mask);
+        p += 16;
+    }
+#endif
+    for (; end - p >= 2; p++)
+        if ((p[0] == '"' && (p[1] == c0 || p[1] == c1)) || (p[0] == '\\' && p[1] == 'u'))
+            return p;
+    return NULL;
+}
+
+/* Whether `"name"`, whitespace, ':', whitespace, '{' starts at p. */
+static int
+member_with_object_at(const char *p, const char *end, const char *name)
+{
+    size_t n = strlen(name);
+    if ((size_t)(end - p) < n + 2 || memcmp(p + 1, name, n) != 0 || p[n + 1] != '"')
+        return 0;
+    const char *q = skip_ws(p + n + 2, end);
+    if (q >= end || *q != ':')
+        return 0;
+    q = skip_ws(q + 1, end);
+    return q < end && *q == '{';
+}
+
+int
+tg_json_may_have_object_member(const char *s, size_t len, const char *name, const char *name2)
+{
+    const char *p = s, *end = s + len;
+    if (name[0] == '\0' || (name2 != NULL && name2[0] == '\0'))
+        return 1;
+    /* one pass for '"' + a first letter and for "\\u" (a key can spell a letter only with \u); glibc's
+     * memmem costs more per call than this does for a whole stream chunk */
+    while ((p = next_candidate(p, end, name[0], name2 != NULL ? name2[0] : name[0])) != NULL) {
+        if (*p == '\\')
+            return 1;
+        /* a raw `"name"` is always a whole string token: no raw quote lives inside a string */
+        if (member_with_object_at(p, end, name) || (name2 != NULL && member_with_object_at(p, end, name2)))
+            return 1;
+        p++;
+    }
+    return 0;
+}
+
 size_t
 tg_json_quote(char *out, const char *s, size_t len)
 {
@@ -443,6 +548,15 @@ tg_json_quote(char *out, const char *s, size_t len)
     size_t n = 0;
     out[n++] = '"';
     for (size_t i = 0; i < len; i++) {
+        /* runs of bytes that need no escape are copied whole */
+        const char *run = s + i, *stop = find_special(run, s + len);
+        if (stop > run) {
+            memcpy(out + n, run, stop - run);
+            n += stop - run;
+            i += stop - run;
+            if (i == len)
+                break;
+        }
         unsigned char c = (unsigned char)s[i];
         switch (c) {
         case '"':

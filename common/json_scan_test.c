@@ -3,6 +3,8 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 #include "tollgate/json_scan.h"
@@ -141,6 +143,14 @@ test_iterate_text(void **state)
     assert_int_equal(tg_json_iter_init_text(&it, bad, strlen(bad), &type), 0);
     assert_int_equal(tg_json_object_next(&it, &k, &v), -1);
     assert_int_equal(tg_json_iter_init_text(&it, "\"s\"", 3, &type), -1);
+
+    /* regression (found by the fuzzer): a text cut right after a ',' was read one byte past its end */
+    char *cut = malloc(7);
+    memcpy(cut, "{\"a\":1,", 7);
+    assert_int_equal(tg_json_iter_init_text(&it, cut, 7, &type), 0);
+    assert_int_equal(tg_json_object_next(&it, &k, &v), 1);
+    assert_int_equal(tg_json_object_next(&it, &k, &v), -1);
+    free(cut);
     assert_int_equal(tg_json_iter_init_text(&it, "", 0, &type), -1);
 }
 
@@ -154,6 +164,180 @@ test_empty(void **state)
     assert_false(tg_json_is_empty(v));
 }
 
+/* The scanner's answer for the string starting at s[0] ('"'), byte by byte: its length with both quotes,
+ * or 0 when it is not a valid string. The reference the word-at-a-time search must agree with. */
+static size_t
+ref_string_len(const unsigned char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdefABCDEF";
+    for (size_t i = 1; i < n; i++) {
+        if (s[i] == '"')
+            return i + 1;
+        if (s[i] < 0x20)
+            return 0;
+        if (s[i] != '\\')
+            continue;
+        if (i + 1 >= n)
+            return 0;
+        if (s[i + 1] == 'u') {
+            if (n - i < 6)
+                return 0;
+            for (int k = 2; k < 6; k++)
+                if (s[i + k] == 0 || strchr(hex, s[i + k]) == NULL)
+                    return 0;
+            i += 5;
+        } else if (strchr("\"\\/bfnrt", s[i + 1]) != NULL && s[i + 1] != 0) {
+            i++;
+        } else {
+            return 0;
+        }
+    }
+    return 0;
+}
+
+/* One string in an array, "[" + string + "]", in a buffer of exactly its size (ASan sees any read past
+ * it), at every alignment: the scanner's span must be the reference's. */
+static void
+check_string(const char *content, size_t clen, size_t pad)
+{
+    size_t n = pad + 1 + 1 + clen + 1 + 1;
+    unsigned char *b = malloc(n);
+    memset(b, ' ', pad);
+    b[pad] = '[';
+    b[pad + 1] = '"';
+    memcpy(b + pad + 2, content, clen);
+    b[n - 2] = '"';
+    b[n - 1] = ']';
+    size_t want = ref_string_len(b + pad + 1, n - pad - 1);
+    tg_json_iter_t it;
+    tg_json_type_t type;
+    tg_json_span_t v;
+    assert_int_equal(tg_json_iter_init_text(&it, (const char *)b, n, &type), 0);
+    int rv = tg_json_array_next(&it, &v);
+    if (want == 0) {
+        assert_int_equal(rv, -1);
+    } else {
+        assert_int_equal(rv, 1);
+        assert_int_equal(v.type, TG_JSON_STRING);
+        assert_int_equal(v.len, want);
+    }
+    /* and the whole text parses exactly when the string closes at its last quote */
+    tg_json_span_t top;
+    assert_int_equal(tg_json_parse((const char *)b, n, &top) == 0, want == clen + 2);
+    free(b);
+}
+
+static void
+test_strings_at_every_offset(void **state)
+{
+    /* what is put at offset i of a run of plain bytes: escapes, a control byte, a bare quote, bytes the
+     * search must pass over (DEL, UTF-8, 0xff, 0x20, and the byte just above each special) */
+    static const struct {
+        const char *s;
+        size_t len;
+    } specials[] = {
+        {"\\n", 2},  {"\\\"", 2}, {"\\\\", 2}, {"\\u00e9", 6}, {"\\u12g4", 6}, {"\\x", 2},
+        {"\x01", 1}, {"\x1f", 1}, {"\t", 1},   {"\"", 1},      {"\x7f", 1},    {"\xc3\xa9", 2},
+        {"\xff", 1}, {" ", 1},    {"#", 1},    {"]", 1},       {"\\", 1},      {"\x00", 1},
+    };
+    static const char fillers[] = {'a', '\x80', '!'};
+    char content[80];
+    for (size_t f = 0; f < sizeof(fillers); f++)
+        for (size_t len = 0; len <= 40; len++)
+            for (size_t pad = 0; pad < 16; pad++) {
+                memset(content, fillers[f], len);
+                check_string(content, len, pad); /* no special at all */
+                for (size_t k = 0; k < sizeof(specials) / sizeof(specials[0]); k++)
+                    for (size_t i = 0; i <= len; i++) {
+                        /* the special at offset i, then a second one (a control byte) further on */
+                        memset(content, fillers[f], sizeof(content));
+                        memcpy(content + i, specials[k].s, specials[k].len);
+                        size_t clen = len + specials[k].len;
+                        check_string(content, clen, pad);
+                        if (i + specials[k].len + 3 < clen) {
+                            content[clen - 2] = '\x02';
+                            check_string(content, clen, pad);
+                        }
+                    }
+            }
+}
+
+static void
+test_may_have_object_member(void **state)
+{
+    struct {
+        const char *text;
+        int usage;
+    } cases[] = {
+        {"{\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}", 0},
+        {"{\"choices\":[],\"usage\":{\"prompt_tokens\":1}}", 1},
+        {"{\"usage\" :\n\t{}}", 1},
+        {"{\"usage\":null}", 0},            /* only object values count */
+        {"{\"usage\":\"{\"}", 0},           /* a string is not an object */
+        {"{\"x\":\"usage\"}", 0},           /* a value, not followed by ':' */
+        {"{\"a\":\"\\\"usage\\\":{\"}", 0}, /* escaped quotes inside a string are not a key */
+        {"{\"us\\u0061ge\":{}}", 1},        /* a key spelled with an escape: any \u says maybe */
+        {"{\"c\":\"\\u00e9\"}", 1},
+        {"{\"usage\"", 0},
+        {"{\"usage\":", 0},
+        {"\"usage\":{", 1}, /* not validated: a pre-check only */
+        {"", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        /* an exact-size copy, so ASan sees any read past the end */
+        size_t n = strlen(cases[i].text);
+        char *b = malloc(n ? n : 1);
+        memcpy(b, cases[i].text, n);
+        assert_int_equal(tg_json_may_have_object_member(b, n, "usage", NULL), cases[i].usage);
+        free(b);
+    }
+    /* the member at every offset of a longer text (the 16-byte loop, its tail, the boundary between) */
+    char text[128];
+    for (size_t pad = 0; pad < 48; pad++) {
+        for (int obj = 0; obj < 2; obj++) {
+            size_t n = 0;
+            text[n++] = '{';
+            text[n++] = '"';
+            memset(text + n, 'e', pad); /* 'e' after a quote is a candidate for "error", not for "usage" */
+            n += pad;
+            n += (size_t)sprintf(text + n, "\":1,\"usage\":%s}", obj ? "{}" : "[]");
+            char *b = malloc(n);
+            memcpy(b, text, n);
+            assert_int_equal(tg_json_may_have_object_member(b, n, "usage", NULL), obj);
+            assert_int_equal(tg_json_may_have_object_member(b, n, "error", NULL), 0);
+            free(b);
+        }
+    }
+    const char *err = "{\"error\":{\"message\":\"x\"}}";
+    assert_int_equal(tg_json_may_have_object_member(err, strlen(err), "error", NULL), 1);
+    assert_int_equal(tg_json_may_have_object_member(err, strlen(err), "usage", NULL), 0);
+    assert_int_equal(tg_json_may_have_object_member(err, strlen(err), "usage", "error"), 1);
+    assert_int_equal(tg_json_may_have_object_member(err, strlen(err), "error", "usage"), 1);
+    const char *chunk = "{\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":null,\"error\":\"e\"}";
+    assert_int_equal(tg_json_may_have_object_member(chunk, strlen(chunk), "usage", "error"), 0);
+}
+
+static void
+test_quote_round_trip(void **state)
+{
+    /* bytes that need an escape at every offset of runs that do not (the run copy, 16 bytes at a time) */
+    static const char specials[] = {'"', '\\', '\n', '\r', '\t', '\x01', '\x1f', '\x7f', '\xc3', 'x'};
+    char in[48], q[6 * sizeof(in) + 2], out[sizeof(in) + 8]; /* decode wants room for 4 bytes per \u */
+    for (size_t len = 1; len <= sizeof(in); len++)
+        for (size_t i = 0; i < len; i++)
+            for (size_t k = 0; k < sizeof(specials); k++) {
+                memset(in, 'a', len);
+                in[i] = specials[k];
+                in[len - 1] = specials[(k + 3) % sizeof(specials)];
+                size_t qn = tg_json_quote(q, in, len), n;
+                tg_json_span_t v;
+                assert_int_equal(tg_json_parse(q, qn, &v), 0);
+                assert_int_equal(tg_json_string_decode(v, out, sizeof(out), &n), 0);
+                assert_int_equal(n, len);
+                assert_memory_equal(out, in, len);
+            }
+}
+
 int
 main(void)
 {
@@ -165,6 +349,9 @@ main(void)
         cmocka_unit_test(test_decode_and_quote),
         cmocka_unit_test(test_iterate_text),
         cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_strings_at_every_offset),
+        cmocka_unit_test(test_may_have_object_member),
+        cmocka_unit_test(test_quote_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 /*
- * SSE parser (see tollgate/sse.h). Incoming bytes are appended to one buffer holding the unfinished
- * event; lines are split in place, so a typical event costs one copy and one memchr pass. After each
- * feed the unfinished tail is moved to the front of the buffer.
+ * SSE parser (see tollgate/sse.h). Events are split where the caller's bytes are: a read that holds
+ * whole events costs no copy and the parser holds no buffer between events. Only an unfinished event
+ * is copied (to `raw`, which later reads are appended to), and only data that must be joined (several
+ * data lines, or an event spanning reads) goes to `data`. Memory per idle stream: the struct itself.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,32 @@ reserve(char **buf, size_t *cap, size_t need)
     return 0;
 }
 
+/* A data line: the first one of an event is only pointed at (it stays where it was read); a second one
+ * joins both in p->data. */
+static int
+add_data(tg_sse_parser_t *p, const char *value, size_t vlen)
+{
+    if (!p->has_data) {
+        p->has_data = 1;
+        p->data_owned = 0;
+        p->data_ref = value;
+        p->data_len = vlen;
+        return 0;
+    }
+    if (!p->data_owned) {
+        if (reserve(&p->data, &p->data_cap, p->data_len + 1) != 0)
+            return -1;
+        memmove(p->data, p->data_ref, p->data_len);
+        p->data_owned = 1;
+    }
+    if (reserve(&p->data, &p->data_cap, p->data_len + 1 + vlen) != 0)
+        return -1;
+    p->data[p->data_len++] = '\n';
+    memcpy(p->data + p->data_len, value, vlen);
+    p->data_len += vlen;
+    return 0;
+}
+
 static int
 process_line(tg_sse_parser_t *p, const char *line, size_t len)
 {
@@ -58,15 +85,8 @@ process_line(tg_sse_parser_t *p, const char *line, size_t len)
         vlen--;
     }
     if (flen == 4 && memcmp(line, "data", 4) == 0) {
-        size_t need = p->data_len + vlen + 1;
-        if (reserve(&p->data, &p->data_cap, need + 1) != 0)
+        if (add_data(p, value, vlen) != 0)
             return -1;
-        if (p->has_data)
-            p->data[p->data_len++] = '\n';
-        memcpy(p->data + p->data_len, value, vlen);
-        p->data_len += vlen;
-        p->data[p->data_len] = '\0';
-        p->has_data = 1;
     } else if (flen == 5 && memcmp(line, "event", 5) == 0) {
         p->event_len = vlen < sizeof(p->event) - 1 ? vlen : sizeof(p->event) - 1;
         memcpy(p->event, value, p->event_len);
@@ -81,14 +101,25 @@ tg_sse_feed(tg_sse_parser_t *p, const char *buf, size_t len, tg_sse_cb cb, void 
     int rv = 0;
     if (len == 0)
         return 0; /* nothing to scan; and memcpy from or to NULL is undefined even for 0 bytes */
-    if (reserve(&p->raw, &p->raw_cap, p->raw_len + len) != 0)
-        return -1;
-    memcpy(p->raw + p->raw_len, buf, len);
-    p->raw_len += len;
+    /* Nothing held back: events are parsed where the caller's bytes are, and only an unfinished tail is
+     * copied. Otherwise the new bytes join the held-back ones in p->raw. */
+    const char *b;
+    size_t n;
+    if (p->raw_len == 0) {
+        b = buf;
+        n = len;
+    } else {
+        if (reserve(&p->raw, &p->raw_cap, p->raw_len + len) != 0)
+            return -1;
+        memcpy(p->raw + p->raw_len, buf, len);
+        p->raw_len += len;
+        b = p->raw;
+        n = p->raw_len;
+    }
 
     size_t i = p->scan;
-    while (i < p->raw_len) {
-        char c = p->raw[i];
+    while (i < n) {
+        char c = b[i];
         if (p->after_cr) {
             p->after_cr = 0;
             if (c == '\n') {
@@ -98,18 +129,18 @@ tg_sse_feed(tg_sse_parser_t *p, const char *buf, size_t len, tg_sse_cb cb, void 
                 continue;
             }
         }
-        const char *nl = memchr(p->raw + i, '\n', p->raw_len - i);
-        const char *cr = memchr(p->raw + i, '\r', (nl ? (size_t)(nl - p->raw) : p->raw_len) - i);
+        const char *nl = memchr(b + i, '\n', n - i);
+        const char *cr = memchr(b + i, '\r', (nl ? (size_t)(nl - b) : n) - i);
         const char *term = cr ? cr : nl;
         if (term == NULL) {
-            i = p->raw_len;
+            i = n;
             break;
         }
-        size_t line_end = term - p->raw;
+        size_t line_end = term - b;
         i = line_end + 1;
         if (*term == '\r') {
-            if (i < p->raw_len) {
-                if (p->raw[i] == '\n')
+            if (i < n) {
+                if (b[i] == '\n')
                     i++;
             } else {
                 p->after_cr = 1;
@@ -119,9 +150,11 @@ tg_sse_feed(tg_sse_parser_t *p, const char *buf, size_t len, tg_sse_cb cb, void 
         if (line_len == 0) {
             /* blank line: the event ends here */
             tg_sse_event_t ev = {
-                .raw = p->raw + p->event_start,
+                .raw = b + p->event_start,
                 .raw_len = i - p->event_start,
-                .data = p->has_data ? p->data : "",
+                .data = !p->has_data    ? ""
+                        : p->data_owned ? p->data
+                                        : p->data_ref,
                 .data_len = p->has_data ? p->data_len : 0,
                 .has_data = p->has_data,
                 .event = p->event,
@@ -138,21 +171,40 @@ tg_sse_feed(tg_sse_parser_t *p, const char *buf, size_t len, tg_sse_cb cb, void 
                 break;
             continue;
         }
-        if (process_line(p, p->raw + p->line_start, line_len) != 0)
+        if (process_line(p, b + p->line_start, line_len) != 0)
             return -1;
         p->line_start = i;
     }
 
-    /* keep only the unfinished event */
-    size_t keep = p->raw_len - p->event_start;
-    if (p->event_start > 0) {
-        memmove(p->raw, p->raw + p->event_start, keep);
-        p->line_start -= p->event_start;
-        i -= p->event_start;
-        p->event_start = 0;
+    /* keep only the unfinished event; its first data line, if only pointed at, is copied before the
+     * bytes it points into move or go back to the caller */
+    size_t keep = n - p->event_start;
+    if (p->has_data && !p->data_owned) {
+        if (reserve(&p->data, &p->data_cap, p->data_len + 1) != 0)
+            return -1;
+        memcpy(p->data, p->data_ref, p->data_len);
+        p->data_owned = 1;
     }
+    if (b == buf) {
+        if (keep > 0) {
+            if (reserve(&p->raw, &p->raw_cap, keep) != 0)
+                return -1;
+            memcpy(p->raw, b + p->event_start, keep);
+        }
+    } else if (p->event_start > 0) {
+        memmove(p->raw, p->raw + p->event_start, keep);
+    }
+    p->line_start -= p->event_start;
+    i -= p->event_start;
+    p->event_start = 0;
     p->raw_len = keep;
     p->scan = i;
+    if (keep == 0 && p->raw != NULL) {
+        /* between events a stream holds no buffer: most reads end on an event boundary */
+        free(p->raw);
+        p->raw = NULL;
+        p->raw_cap = 0;
+    }
     if (rv == 0 && keep > p->max_event)
         return -1;
     return rv;

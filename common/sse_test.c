@@ -3,6 +3,7 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 #include "tollgate/sse.h"
@@ -115,14 +116,64 @@ test_callback_stops(void **state)
     tg_sse_dispose(&p);
 }
 
+/* Feeds s in three pieces cut at a and b, each piece in an exact-size copy (so ASan sees a read of a
+ * piece after it was handed back); returns the bytes held back at the end. */
+static size_t
+feed_in_three(const char *s, size_t a, size_t b, collected_t *c)
+{
+    tg_sse_parser_t p;
+    size_t n = strlen(s), cuts[4] = {0, a, b, n};
+    tg_sse_init(&p, 4096);
+    for (int k = 0; k < 3; k++) {
+        size_t len = cuts[k + 1] - cuts[k];
+        char *piece = malloc(len ? len : 1);
+        memcpy(piece, s + cuts[k], len);
+        assert_int_equal(tg_sse_feed(&p, piece, len, on_event, c), 0);
+        free(piece);
+    }
+    size_t pending = tg_sse_pending(&p);
+    tg_sse_dispose(&p);
+    return pending;
+}
+
+static void
+test_every_split(void **state)
+{
+    /* single-line data (pointed at, not copied), multi-line data (joined), comments, event names, all
+     * three line endings: the events must not depend on where the reads were cut */
+    const char *s = "event: one\ndata: {\"a\":1}\n\n: comment\ndata: x\ndata: y\r\n\r\nevent: e\rdata: last\r\r"
+                    "data:z\n\n";
+    collected_t whole = {0};
+    size_t n = strlen(s);
+    assert_int_equal(feed_in_three(s, n, n, &whole), 0);
+    assert_int_equal(whole.n, 4);
+    assert_string_equal(whole.data[0], "{\"a\":1}");
+    assert_string_equal(whole.event[0], "one");
+    assert_string_equal(whole.data[1], "x\ny");
+    assert_string_equal(whole.event[2], "e");
+    assert_string_equal(whole.data[2], "last");
+    assert_string_equal(whole.data[3], "z");
+    for (size_t a = 0; a <= n; a++)
+        for (size_t b = a; b <= n; b++) {
+            collected_t c = {0};
+            size_t pending = feed_in_three(s, a, b, &c);
+            assert_int_equal(pending, 0);
+            assert_int_equal(c.n, whole.n);
+            for (int k = 0; k < whole.n; k++) {
+                assert_string_equal(c.data[k], whole.data[k]);
+                assert_string_equal(c.event[k], whole.event[k]);
+            }
+            assert_int_equal(c.raw_len, n);
+            assert_memory_equal(c.raw, s, n);
+        }
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_line_endings),
-        cmocka_unit_test(test_fields),
-        cmocka_unit_test(test_limit),
-        cmocka_unit_test(test_callback_stops),
+        cmocka_unit_test(test_line_endings), cmocka_unit_test(test_every_split),    cmocka_unit_test(test_fields),
+        cmocka_unit_test(test_limit),        cmocka_unit_test(test_callback_stops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

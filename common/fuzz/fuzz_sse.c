@@ -35,6 +35,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         off += piece;
     }
+    /* every byte fed went out in exactly one event or is still held back */
+    if (off == size && total + tg_sse_pending(&p) != size)
+        abort();
     tg_sse_dispose(&p);
     return 0;
 }

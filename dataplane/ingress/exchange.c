@@ -225,7 +225,9 @@ read_usage(exchange_t *x, tg_json_span_t usage)
 enum { BODY_HAS_USAGE = 1, BODY_NO_CHOICES = 2, BODY_HAS_ERROR = 4 };
 
 /* One pass over an OpenAI response body or stream chunk (passthrough): takes the usage, and says what it
- * saw. A body that is not a JSON object yields 0 (it is relayed as it is, not judged here). */
+ * saw. A body that is not a JSON object yields 0 (it is relayed as it is, not judged here), and so does
+ * one that cannot hold a usage or error object: most stream chunks, which then skip the walk
+ * (BODY_NO_CHOICES matters only next to BODY_HAS_USAGE). */
 static int
 read_openai_body(exchange_t *x, const char *data, size_t len)
 {
@@ -233,6 +235,8 @@ read_openai_body(exchange_t *x, const char *data, size_t len)
     tg_json_span_t k, v;
     tg_json_type_t type;
     int seen = 0, rv;
+    if (!tg_json_may_have_object_member(data, len, "usage", "error"))
+        return 0;
     if (tg_json_iter_init_text(&it, data, len, &type) != 0 || type != TG_JSON_OBJECT)
         return 0;
     while ((rv = tg_json_object_next(&it, &k, &v)) == 1) {
@@ -297,7 +301,8 @@ on_proceed(h2o_generator_t *gen, h2o_req_t *req)
 {
     exchange_t *x = (exchange_t *)gen;
     x->send_in_flight = 0;
-    x->sending.len = 0;
+    /* h2o is done with it: a stream between events holds no buffer (memory per concurrent stream) */
+    tg_buf_free(&x->sending);
     if (x->call.paused && x->pending.len < PENDING_HIGH_WATER)
         dp_upstream_call_resume(&x->call); /* may deliver bytes, or even finish, right here */
     flush_pending(x);

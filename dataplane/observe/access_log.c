@@ -5,12 +5,15 @@
  * (Gemini clients may put the key there). Only when the key's tenant has log_content on does the line
  * carry the request body and the response bytes sent, each capped at DP_OBS_CAPTURE_MAX.
  *
- * Writing: the line is built in a buffer and goes out with one write(2) (O_APPEND for files), so lines
- * from several workers never interleave and the loop is held for one system call. A failed or short
- * write is counted (tollgate_access_log_write_failures_total), never retried on the loop.
+ * Writing: lines wait in a buffer per worker and go out with one write(2) per PIPE_BUF bytes at most
+ * (O_APPEND for files), so lines from several workers never interleave and a busy worker makes one
+ * system call per several requests instead of one per request. The buffer is written when full, every
+ * TOLLGATE_ACCESS_LOG_FLUSH_MS (the worker's timer) and when the worker stops (SIGTERM loses no line). A
+ * failed or short write is counted (tollgate_access_log_write_failures_total), never retried.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,10 +23,12 @@
 
 static int log_fd = -1;
 static int log_owned; /* a file we opened */
+static int flush_ms = 100;
 
 int
-dp_access_log_open(const char *where)
+dp_access_log_open(const char *where, int flush)
 {
+    flush_ms = flush;
     if (where == NULL || strcmp(where, "stderr") == 0) {
         log_fd = STDERR_FILENO;
     } else if (strcmp(where, "stdout") == 0) {
@@ -43,6 +48,12 @@ dp_access_log_open(const char *where)
 }
 
 int
+dp_access_log_flush_ms(void)
+{
+    return log_fd >= 0 ? flush_ms : 0;
+}
+
+int
 dp_access_log_enabled(void)
 {
     return log_fd >= 0;
@@ -57,29 +68,66 @@ dp_access_log_close(void)
     log_owned = 0;
 }
 
+/* ,"name": for a literal name, without printf (the line is built for every request) */
+#define KEY(b, name) tg_buf_append((b), ",\"" name "\":", sizeof(",\"" name "\":") - 1)
+
 static void
-str_field(tg_buf_t *b, const char *name, const char *v, size_t len)
+append_u64(tg_buf_t *b, uint64_t v)
 {
-    tg_buf_appendf(b, ",\"%s\":", name);
-    if (v == NULL)
-        tg_buf_appends(b, "null");
-    else
-        tg_buf_append_json_string(b, v, len);
+    char d[20];
+    size_t n = sizeof(d);
+    do {
+        d[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    tg_buf_append(b, d + n, sizeof(d) - n);
 }
 
 static void
-cstr_field(tg_buf_t *b, const char *name, const char *v)
+append_i64(tg_buf_t *b, int64_t v)
 {
-    str_field(b, name, v, v != NULL ? strlen(v) : 0);
+    if (v < 0) {
+        tg_buf_append(b, "-", 1);
+        append_u64(b, -(uint64_t)v);
+    } else {
+        append_u64(b, (uint64_t)v);
+    }
+}
+
+/* nanoseconds as milliseconds with 3 decimals (what "%.3f" of ns / 1e6 prints, rounded to the µs) */
+static void
+append_ms(tg_buf_t *b, uint64_t ns)
+{
+    uint64_t us = (ns + 500) / 1000;
+    char frac[4] = {'.', (char)('0' + us % 1000 / 100), (char)('0' + us % 100 / 10), (char)('0' + us % 10)};
+    append_u64(b, us / 1000);
+    tg_buf_append(b, frac, 4);
+}
+
+static void
+str_value(tg_buf_t *b, const char *v, size_t len)
+{
+    if (v == NULL)
+        tg_buf_append(b, "null", 4);
+    else
+        tg_buf_append_json_string(b, v, len);
 }
 
 /* Bytes as a JSON string: valid UTF-8 is kept, anything else becomes U+FFFD, so a binary or cut body
  * never breaks the line. */
 static void
-text_field(tg_buf_t *b, const char *name, const char *p, size_t len)
+text_value(tg_buf_t *b, const char *p, size_t len)
 {
+    size_t i = 0;
+    while (i < len && (unsigned char)p[i] < 0x80)
+        i++;
+    if (i == len) { /* ASCII, the usual path or model: no copy */
+        tg_buf_append_json_string(b, p, len);
+        return;
+    }
     tg_buf_t clean = {0};
-    for (size_t i = 0; i < len;) {
+    tg_buf_append(&clean, p, i);
+    while (i < len) {
         unsigned char c = (unsigned char)p[i];
         size_t n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
         int ok = n > 0 && i + n <= len;
@@ -93,61 +141,114 @@ text_field(tg_buf_t *b, const char *name, const char *p, size_t len)
             i++;
         }
     }
-    str_field(b, name, clean.base ? clean.base : "", clean.len);
+    tg_buf_append_json_string(b, clean.base ? clean.base : "", clean.len);
     tg_buf_free(&clean);
+}
+
+static void
+cstr_value(tg_buf_t *b, const char *v)
+{
+    str_value(b, v, v != NULL ? strlen(v) : 0);
+}
+
+/* "YYYY-MM-DDTHH:MM:SS" of a second, remembered per thread: most lines fall in the same second. */
+static const char *
+second_text(time_t sec)
+{
+    static __thread time_t last = -1;
+    static __thread char text[40];
+    if (sec != last) {
+        struct tm tm;
+        gmtime_r(&sec, &tm);
+        strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%S", &tm);
+        last = sec;
+    }
+    return text;
 }
 
 int
 dp_access_log_format(const dp_obs_t *o, int64_t end_unix_ns, uint64_t total_ns, tg_buf_t *b)
 {
     h2o_req_t *req = o->req;
-    time_t sec = (time_t)(end_unix_ns / 1000000000);
-    struct tm tm;
-    gmtime_r(&sec, &tm);
-    char ts[40];
-    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-    tg_buf_appendf(b, "{\"ts\":\"%s.%03dZ\"", ts, (int)(end_unix_ns / 1000000 % 1000));
-    cstr_field(b, "request_id", o->request_id);
-    char trace[33];
+    int ms = (int)(end_unix_ns / 1000000 % 1000);
+    char msz[6] = {'.', (char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10), 'Z', '"'};
+    if (tg_buf_reserve(b, 1024) != 0)
+        return -1;
+    tg_buf_appends(b, "{\"ts\":\"");
+    tg_buf_appends(b, second_text((time_t)(end_unix_ns / 1000000000)));
+    tg_buf_append(b, msz, sizeof(msz));
+    KEY(b, "request_id");
+    cstr_value(b, o->request_id);
+    char trace[32];
     static const char digits[] = "0123456789abcdef";
     for (int i = 0; i < 16; i++) {
         trace[2 * i] = digits[o->trace_id[i] >> 4];
         trace[2 * i + 1] = digits[o->trace_id[i] & 15];
     }
-    trace[32] = '\0';
-    cstr_field(b, "trace_id", trace);
-    str_field(b, "method", req->method.base, req->method.len > 16 ? 16 : req->method.len);
+    KEY(b, "trace_id");
+    str_value(b, trace, sizeof(trace));
+    KEY(b, "method");
+    str_value(b, req->method.base, req->method.len > 16 ? 16 : req->method.len);
     size_t plen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
-    text_field(b, "path", req->path.base, plen > 256 ? 256 : plen);
-    cstr_field(b, "endpoint", o->endpoint);
-    cstr_field(b, "tenant", o->tenant_id);
-    cstr_field(b, "key_id", o->key_id);
+    KEY(b, "path");
+    text_value(b, req->path.base, plen > 256 ? 256 : plen);
+    KEY(b, "endpoint");
+    cstr_value(b, o->endpoint);
+    KEY(b, "tenant");
+    cstr_value(b, o->tenant_id);
+    KEY(b, "key_id");
+    cstr_value(b, o->key_id);
+    KEY(b, "model");
     if (o->model != NULL)
-        text_field(b, "model", o->model, o->model_len > 256 ? 256 : o->model_len);
+        text_value(b, o->model, o->model_len > 256 ? 256 : o->model_len);
     else
-        cstr_field(b, "model", NULL);
-    cstr_field(b, "provider", o->provider);
-    cstr_field(b, "upstream_model", o->upstream_model);
-    str_field(b, "targets_tried", o->tried, o->tried_len);
-    tg_buf_appendf(b, ",\"attempts\":%d,\"retries\":%d,\"fallbacks\":%d,\"status\":%d", o->attempts, o->retries,
-                   o->fallbacks, o->status);
-    cstr_field(b, "error_code", o->error_code[0] ? o->error_code : NULL);
-    tg_buf_appendf(b, ",\"stream\":%s", o->stream ? "true" : "false");
-    tg_buf_appendf(b, ",\"input_tokens\":%lld,\"output_tokens\":%lld,\"cached_tokens\":%lld,\"cost_nanousd\":%lld",
-                   (long long)o->input_tokens, (long long)o->output_tokens, (long long)o->cached_tokens,
-                   (long long)o->cost_nanousd);
-    double total = total_ns / 1e6, up = o->upstream_ns / 1e6;
-    tg_buf_appendf(b, ",\"latency_ms\":{\"total\":%.3f,\"upstream\":%.3f,\"ttfb\":", total, up);
+        str_value(b, NULL, 0);
+    KEY(b, "provider");
+    cstr_value(b, o->provider);
+    KEY(b, "upstream_model");
+    cstr_value(b, o->upstream_model);
+    KEY(b, "targets_tried");
+    str_value(b, o->tried, o->tried_len);
+    KEY(b, "attempts");
+    append_i64(b, o->attempts);
+    KEY(b, "retries");
+    append_i64(b, o->retries);
+    KEY(b, "fallbacks");
+    append_i64(b, o->fallbacks);
+    KEY(b, "status");
+    append_i64(b, o->status);
+    KEY(b, "error_code");
+    cstr_value(b, o->error_code[0] ? o->error_code : NULL);
+    KEY(b, "stream");
+    tg_buf_appends(b, o->stream ? "true" : "false");
+    KEY(b, "input_tokens");
+    append_i64(b, o->input_tokens);
+    KEY(b, "output_tokens");
+    append_i64(b, o->output_tokens);
+    KEY(b, "cached_tokens");
+    append_i64(b, o->cached_tokens);
+    KEY(b, "cost_nanousd");
+    append_i64(b, o->cost_nanousd);
+    tg_buf_appends(b, ",\"latency_ms\":{\"total\":");
+    append_ms(b, total_ns);
+    tg_buf_appends(b, ",\"upstream\":");
+    append_ms(b, o->upstream_ns);
+    tg_buf_appends(b, ",\"ttfb\":");
     if (o->first_byte_ns > 0)
-        tg_buf_appendf(b, "%.3f", o->first_byte_ns / 1e6);
+        append_ms(b, o->first_byte_ns);
     else
-        tg_buf_appends(b, "null");
-    tg_buf_appendf(b, ",\"overhead\":%.3f}", total > up ? total - up : 0);
+        tg_buf_append(b, "null", 4);
+    tg_buf_appends(b, ",\"overhead\":");
+    append_ms(b, total_ns > o->upstream_ns ? total_ns - o->upstream_ns : 0);
+    tg_buf_append(b, "}", 1);
 
-    cstr_field(b, "client", o->client[0] ? o->client : NULL);
+    KEY(b, "client");
+    cstr_value(b, o->client[0] ? o->client : NULL);
     if (o->log_content) {
-        text_field(b, "request_body", o->request_body.base ? o->request_body.base : "", o->request_body.len);
-        text_field(b, "response_body", o->response.base ? o->response.base : "", o->response.len);
+        KEY(b, "request_body");
+        text_value(b, o->request_body.base ? o->request_body.base : "", o->request_body.len);
+        KEY(b, "response_body");
+        text_value(b, o->response.base ? o->response.base : "", o->response.len);
     }
     return tg_buf_appends(b, "}\n");
 }
@@ -167,14 +268,51 @@ dp_access_log_peer(h2o_req_t *req, char out[64])
     }
 }
 
+/* Lines wait in a buffer per worker thread and go out together: when the next line would take the
+ * buffer past PIPE_BUF, on the worker's flush timer (TOLLGATE_ACCESS_LOG_FLUSH_MS; 0: every line at
+ * once) and when the worker stops.
+ * PIPE_BUF bytes is what a write to a pipe (stderr under a log collector) keeps whole, so lines of
+ * different workers never interleave; a longer line (log_content) goes out alone, at once. */
+static __thread tg_buf_t lines;
+
+static void
+write_out(const char *p, size_t len)
+{
+    if (write(log_fd, p, len) != (ssize_t)len)
+        dp_obs_count_log_failure();
+}
+
 void
 dp_access_log_write(const dp_obs_t *o, int64_t end_unix_ns, uint64_t total_ns)
 {
     if (log_fd < 0)
         return;
-    tg_buf_t b = {0};
-    if (dp_access_log_format(o, end_unix_ns, total_ns, &b) != 0 ||
-        write(log_fd, b.base, b.len) != (ssize_t)b.len) /* one write: lines never interleave */
+    size_t mark = lines.len;
+    if (dp_access_log_format(o, end_unix_ns, total_ns, &lines) != 0) {
+        lines.len = mark;
         dp_obs_count_log_failure();
-    tg_buf_free(&b);
+        return;
+    }
+    if (lines.len <= PIPE_BUF && flush_ms > 0)
+        return;
+    if (mark > 0) {
+        /* the earlier lines first, then the new one moves to the front */
+        write_out(lines.base, mark);
+        memmove(lines.base, lines.base + mark, lines.len - mark);
+        lines.len -= mark;
+    }
+    if (lines.len > PIPE_BUF || flush_ms == 0) {
+        write_out(lines.base, lines.len);
+        lines.len = 0;
+    }
+}
+
+void
+dp_access_log_flush(int release)
+{
+    if (lines.len > 0 && log_fd >= 0)
+        write_out(lines.base, lines.len);
+    lines.len = 0;
+    if (release)
+        tg_buf_free(&lines);
 }

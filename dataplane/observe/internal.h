@@ -5,7 +5,7 @@
 #include "observe/observe.h"
 
 /* access_log.c: TOLLGATE_ACCESS_LOG = stderr (default) | stdout | off | a file path */
-int dp_access_log_open(const char *where);
+int dp_access_log_open(const char *where, int flush_ms);
 int dp_access_log_enabled(void);
 void dp_access_log_write(const dp_obs_t *o, int64_t end_unix_ns, uint64_t total_ns);
 void dp_access_log_close(void);

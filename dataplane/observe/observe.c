@@ -174,7 +174,12 @@ dp_obs_init(void)
         tg_metrics_add_collector(g.reg, collect_breakers, NULL) != 0)
         return -1;
 
-    if (dp_access_log_open(tg_env_str("TOLLGATE_ACCESS_LOG", "stderr")) != 0)
+    int64_t log_flush;
+    if (tg_env_int("TOLLGATE_ACCESS_LOG_FLUSH_MS", 100, 0, 60000, &log_flush) != 0) {
+        fprintf(stderr, "tollgate-dataplane: TOLLGATE_ACCESS_LOG_FLUSH_MS must be 0..60000\n");
+        return -1;
+    }
+    if (dp_access_log_open(tg_env_str("TOLLGATE_ACCESS_LOG", "stderr"), (int)log_flush) != 0)
         return -1;
     const char *endpoint = tg_env_str("TOLLGATE_OTLP_ENDPOINT", NULL);
     if (endpoint != NULL && dp_tracer_start(endpoint, tg_env_str("TOLLGATE_OTLP_SERVICE_NAME", "tollgate-dataplane"),
@@ -291,31 +296,6 @@ sane_request_id(h2o_iovec_t v)
 
 static void on_dispose(void *p);
 
-/*
- * Trace and span ids: random bytes from OpenSSL's generator, drawn 1 KiB at a time per thread. One
- * RAND_bytes call per request cost ~13,000 instructions (its per-call locking and fork checks); a
- * buffered read keeps the ids unpredictable for the price of a memcpy. Workers never fork.
- */
-#define ID_RANDOM_POOL 1024
-static __thread uint8_t id_random[ID_RANDOM_POOL];
-static __thread size_t id_random_left;
-
-static int
-id_random_bytes(void *out, size_t len)
-{
-    if (len > ID_RANDOM_POOL)
-        return tg_random_bytes(out, len);
-    if (id_random_left < len) {
-        if (tg_random_bytes(id_random, sizeof(id_random)) != 0)
-            return -1;
-        id_random_left = sizeof(id_random);
-    }
-    memcpy(out, id_random + (sizeof(id_random) - id_random_left), len);
-    memset(id_random + (sizeof(id_random) - id_random_left), 0, len); /* an id handed out is not kept */
-    id_random_left -= len;
-    return 0;
-}
-
 dp_obs_t *
 dp_obs_begin(h2o_req_t *req, uint64_t rand_a, uint64_t rand_b)
 {
@@ -343,7 +323,7 @@ dp_obs_begin(h2o_req_t *req, uint64_t rand_a, uint64_t rand_b)
 
     /* trace context: W3C asks for random trace ids; the fallback only if the generator fails */
     uint8_t rnd[32];
-    if (id_random_bytes(rnd, sizeof(rnd)) != 0) {
+    if (tg_random_ids(rnd, sizeof(rnd)) != 0) {
         memcpy(rnd, &rand_a, 8);
         memcpy(rnd + 8, &rand_b, 8);
         memcpy(rnd + 16, &o->start_ns, 8);
@@ -424,7 +404,7 @@ model_label(const dp_obs_t *o, char out[TG_METRICS_LABEL_MAX + 1])
 static void
 random_span(dp_obs_t *o, uint8_t out[8])
 {
-    if (id_random_bytes(out, 8) != 0 || all_zero(out, 8)) {
+    if (tg_random_ids(out, 8) != 0 || all_zero(out, 8)) {
         uint64_t v = tg_mono_ns() ^ ((uint64_t)o->attempts << 56) ^ 0x9e3779b97f4a7c15ull;
         memcpy(out, &v, 8);
     }

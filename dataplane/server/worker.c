@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include "ingress/ingress.h"
 #include "admission/admission.h"
+#include "observe/observe.h"
 #include "server/worker.h"
 #include "tollgate/crypto.h"
 #include "tollgate/log.h"
@@ -83,6 +84,12 @@ on_usage_timer(uv_timer_t *t)
 }
 
 static void
+on_log_timer(uv_timer_t *t)
+{
+    dp_access_log_flush(0);
+}
+
+static void
 on_wakeup(uv_async_t *a)
 {
     dp_worker_t *w = a->data;
@@ -112,12 +119,15 @@ teardown(dp_worker_t *w)
     w->admission = NULL;
     uv_timer_stop(&w->usage_timer);
     uv_close((uv_handle_t *)&w->usage_timer, NULL);
+    uv_timer_stop(&w->log_timer);
+    uv_close((uv_handle_t *)&w->log_timer, NULL);
     dp_upstream_free(w->upstream);
     w->upstream = NULL;
     for (int i = 0; i < 16 && uv_run(&w->loop, UV_RUN_NOWAIT) != 0; i++)
         ;
     dp_snapshot_unref(w->snapshot);
     w->snapshot = NULL;
+    dp_access_log_flush(1); /* last: requests that ended during the teardown above have their lines */
 }
 
 static void *
@@ -149,6 +159,9 @@ dp_worker_start(dp_worker_t *w, int id, h2o_globalconf_t *conf)
     uv_timer_init(&w->loop, &w->usage_timer);
     w->usage_timer.data = w;
     uv_timer_start(&w->usage_timer, on_usage_timer, dp_config.usage_flush_ms, dp_config.usage_flush_ms);
+    uv_timer_init(&w->loop, &w->log_timer);
+    if (dp_access_log_flush_ms() > 0)
+        uv_timer_start(&w->log_timer, on_log_timer, dp_access_log_flush_ms(), dp_access_log_flush_ms());
     if ((rv = open_listener(w)) != 0) {
         tg_error("dp.listen_failed", "address=%s error=%s", dp_config.listen, uv_strerror(rv));
         return -1;

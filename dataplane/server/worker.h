@@ -46,6 +46,7 @@ typedef struct dp_worker {
     uv_tcp_t listener;
     uv_async_t wakeup;
     uv_timer_t usage_timer;
+    uv_timer_t log_timer; /* writes the access log lines waiting in this thread */
     h2o_context_t ctx;
     h2o_accept_ctx_t accept_ctx;
     dp_upstream_t *upstream;

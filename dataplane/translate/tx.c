@@ -4,6 +4,7 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "translate/tx.h"
 
@@ -206,19 +207,39 @@ tx_parse_json(const char *body, size_t len, tg_arena_t *a, tx_error_t *err)
     return v;
 }
 
+static int
+on_dump(const char *buffer, size_t size, void *data)
+{
+    return tg_buf_append(data, buffer, size) == 0 ? 0 : -1;
+}
+
+int
+tx_dump_json_into(const json_t *v, size_t flags, tg_buf_t *out)
+{
+    /* one pass into a growable buffer: json_dumpb would need a first pass only to learn the size */
+    size_t mark = out->len;
+    if (v == NULL || json_dump_callback(v, on_dump, out, flags) != 0 || out->len == mark) {
+        out->len = mark;
+        return -1;
+    }
+    return 0;
+}
+
 char *
 tx_dump_json(const json_t *v, tg_arena_t *a, size_t *ret_len)
 {
-    size_t n = json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_REAL_PRECISION(15));
-    if (n == 0)
+    tg_buf_t b = {0};
+    /* most bodies fit the first buffer; the arena takes the buffer over instead of a copy */
+    if (tg_buf_reserve(&b, 2048) != 0 || tx_dump_json_into(v, JSON_COMPACT | JSON_REAL_PRECISION(15), &b) != 0 ||
+        tg_buf_append(&b, "", 1) != 0) {
+        tg_buf_free(&b);
         return NULL;
-    char *p = tg_arena_alloc(a, n + 1);
-    if (p == NULL || json_dumpb(v, p, n, JSON_COMPACT | JSON_REAL_PRECISION(15)) != n)
-        return NULL;
-    p[n] = '\0';
+    }
+    if (tg_arena_defer(a, free, b.base) != 0)
+        return NULL; /* already freed by tg_arena_defer */
     if (ret_len != NULL)
-        *ret_len = n;
-    return p;
+        *ret_len = b.len - 1;
+    return b.base;
 }
 
 const char *

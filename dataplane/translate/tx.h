@@ -357,8 +357,11 @@ int tx_openai_url(const tx_target_t *t, const char *endpoint, char *out, size_t 
 int tx_arena_keep(tg_arena_t *a, json_t *v);
 /* Parses a JSON body into a tree kept by the arena; NULL on invalid JSON (err: 400 invalid_json). */
 json_t *tx_parse_json(const char *body, size_t len, tg_arena_t *a, tx_error_t *err);
-/* Serialises v compactly into the arena (NUL-terminated). NULL when out of memory. */
+/* Serialises v compactly, reals with 15 significant digits (a client's 0.7 goes out as 0.7), into the
+ * arena (NUL-terminated). NULL when out of memory. */
 char *tx_dump_json(const json_t *v, tg_arena_t *a, size_t *ret_len);
+/* Appends v serialised with jansson's flags to out, in one pass. 0, or -1 (out is then unchanged). */
+int tx_dump_json_into(const json_t *v, size_t flags, tg_buf_t *out);
 /* A string member of an object (NULL when absent or not a string). */
 const char *tx_json_str(const json_t *obj, const char *key);
 /* Splits "data:<media>;base64,<data>" into its parts (pointers into the arena). 0 or -1. */

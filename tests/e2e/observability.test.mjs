@@ -328,6 +328,51 @@ describe('metrics', () => {
 });
 
 describe('access log', () => {
+  test('lines waiting in a worker are written when the dataplane stops (SIGTERM loses none)', async () => {
+    // a flush period far longer than the test and fewer bytes than PIPE_BUF: the lines can reach the
+    // file only through the flush at the workers' stop
+    const port = await freePort();
+    const file = path.join(c.dir, 'access-term.log');
+    const dp = new Proc({
+      name: 'dataplane-logterm', bin: BINS.dataplane,
+      env: {
+        TOLLGATE_LISTEN: `127.0.0.1:${port}`,
+        TOLLGATE_WORKERS: '2',
+        TOLLGATE_CP_PUB_URL: c.cpEnv.TOLLGATE_CP_PUB_URL,
+        TOLLGATE_CP_REP_URL: c.cpEnv.TOLLGATE_CP_REP_URL,
+        TOLLGATE_CLUSTER_SECRET: c.clusterSecret,
+        TOLLGATE_INSTANCE_ID: `obs-logterm-${crypto.randomBytes(3).toString('hex')}`,
+        TOLLGATE_ACCESS_LOG: file,
+        TOLLGATE_ACCESS_LOG_FLUSH_MS: '60000',
+      },
+      logPath: path.join(c.logDir, 'dataplane-logterm.log'),
+    });
+    dp.url = `http://127.0.0.1:${port}`;
+    dp.start();
+    try {
+      await waitHttp(dp, `${dp.url}/readyz`, 200);
+      await waitFor(async () => {
+        const res = await fetch(`${dp.url}/v1/models`, { headers: { authorization: `Bearer ${seed.key.key}` } });
+        await res.arrayBuffer();
+        return res.status === 200;
+      }, 5000, { what: 'the new dataplane to accept the key' });
+      const ids = [];
+      for (let i = 0; i < 4; i++) {
+        const id = rid('term');
+        ids.push(id);
+        const res = await chat(dp.url, { model: MODEL, messages: [{ role: 'user', content: 'hi [mock:tokens=2]' }] },
+          { 'x-request-id': id });
+        assert.equal(res.status, 200);
+      }
+    } finally {
+      const exit = await dp.stop();
+      assert.equal(exit.code, 0, dp.describe('dataplane exit'));
+    }
+    const lines = fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    const term = lines.filter((l) => l.request_id.startsWith('term-'));
+    assert.equal(term.length, 4);
+  });
+
   test('one line per request with the documented fields and no prompt text', async () => {
     const marker = `secret-prompt-${crypto.randomUUID()}`;
     const id = rid('log');

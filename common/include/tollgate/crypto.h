@@ -34,6 +34,10 @@ int tg_bearer_matches(const char *value, size_t len, const char *token);
 
 /* Cryptographically strong random bytes. 0 or -1. */
 int tg_random_bytes(void *buf, size_t len);
+/* Random bytes for identifiers (request, trace and span ids), from a per-thread block of the CSPRNG's
+ * output: unpredictable, each byte used once, much cheaper per call. Not for keys or nonces (a forked
+ * child would repeat its parent's block). 0 or -1. */
+int tg_random_ids(void *buf, size_t len);
 
 /* Lower-case hex; `out` holds 2 * len + 1 bytes. */
 void tg_hex_encode(const uint8_t *in, size_t len, char *out);

@@ -74,6 +74,12 @@ int tg_json_to_int64(tg_json_span_t s, int64_t *ret);
 /* 1 for an empty array or object span, 0 otherwise. */
 int tg_json_is_empty(tg_json_span_t s);
 
+/* A pre-check before a walk, on text not yet validated: 0 when no object member named `name` or `name2`
+ * (NULL: none; plain letters, no quote or backslash) whose value is an object can exist in s[0..len)
+ * at any depth; 1 when one may. It looks for `"name"`, whitespace, ':', whitespace, '{' and, since a key
+ * can spell a letter only with a \u escape, for any "\u". One pass, 16 bytes at a time. */
+int tg_json_may_have_object_member(const char *s, size_t len, const char *name, const char *name2);
+
 /* Writes `s` as a quoted JSON string into out, which holds at least 6 * len + 2 bytes. Returns the length. */
 size_t tg_json_quote(char *out, const char *s, size_t len);
 

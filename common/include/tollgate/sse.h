@@ -29,9 +29,10 @@ typedef struct tg_sse_parser {
     size_t raw_len, raw_cap;
     size_t scan; /* bytes of raw already split into lines */
     size_t line_start, event_start;
-    char *data;
+    char *data; /* joined data lines, when there is more than one or the event spans feeds */
     size_t data_len, data_cap;
-    int has_data;
+    const char *data_ref; /* the only data line so far, where it was read (data_owned == 0) */
+    int has_data, data_owned;
     char event[64];
     size_t event_len;
     size_t max_event;

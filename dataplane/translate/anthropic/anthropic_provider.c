@@ -388,10 +388,8 @@ encode_request(const tx_request_t *r, const tx_target_t *t, tg_arena_t *a, tx_ht
         }
     }
     /* 15 significant digits: temperature 0.7 goes out as 0.7, not 0.69999999999999996 */
-    size_t len = json_dumpb(body, NULL, 0, JSON_COMPACT | JSON_REAL_PRECISION(15));
-    char *text = len > 0 ? tg_arena_alloc(a, len + 1) : NULL;
-    if (text != NULL && json_dumpb(body, text, len, JSON_COMPACT | JSON_REAL_PRECISION(15)) != len)
-        text = NULL;
+    size_t len = 0;
+    char *text = tx_dump_json(body, a, &len);
     json_decref(body);
     const char *url = tg_arena_sprintf(a, "%s/v1/messages%s", t->base_url, count ? "/count_tokens" : "");
     if (text == NULL || url == NULL)

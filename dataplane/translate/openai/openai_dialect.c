@@ -815,12 +815,7 @@ dump_into(json_t *v, tg_buf_t *out)
 {
     if (v == NULL)
         return -1;
-    size_t n = json_dumpb(v, NULL, 0, JSON_COMPACT);
-    int rc = -1;
-    if (n > 0 && tg_buf_reserve(out, n + 1) == 0 && json_dumpb(v, out->base + out->len, n, JSON_COMPACT) == n) {
-        out->len += n;
-        rc = 0;
-    }
+    int rc = tx_dump_json_into(v, JSON_COMPACT, out);
     json_decref(v);
     return rc;
 }

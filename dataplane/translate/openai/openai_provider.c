@@ -408,11 +408,10 @@ encode_request(enum flavor fl, const tx_request_t *r, const tx_target_t *t, tg_a
     memset(ret, 0, sizeof(*ret));
     ret->url = tg_arena_strdup(a, url);
     /* 15 significant digits: a client's 0.7 goes out as 0.7, not as 0.69999999999999996 */
-    size_t n = json_dumpb(body, NULL, 0, JSON_COMPACT | JSON_REAL_PRECISION(15));
-    char *text = n > 0 ? tg_arena_alloc(a, n + 1) : NULL;
-    if (ret->url == NULL || text == NULL || json_dumpb(body, text, n, JSON_COMPACT | JSON_REAL_PRECISION(15)) != n)
+    size_t n;
+    char *text = tx_dump_json(body, a, &n);
+    if (ret->url == NULL || text == NULL)
         return tx_oom(err);
-    text[n] = '\0';
     ret->body = text;
     ret->body_len = n;
     return 0;
