@@ -337,11 +337,11 @@ tg_metrics_series(tg_metric_family_t *f, const char *const *values)
     pthread_mutex_unlock(&f->lock);
     /* no memory even for "other": a static sink keeps callers free of NULL checks */
     if (s == NULL) {
-        static struct {
-            tg_metric_series_t s;
-            _Atomic uint64_t b[TG_METRICS_MAX_BUCKETS + 1];
-        } sink;
-        s = &sink.s;
+        /* raw storage rather than a struct around the series: a flexible array member may not be
+         * followed by another member in ISO C (clang rejects it) */
+        static _Alignas(tg_metric_series_t) unsigned char
+            sink[sizeof(tg_metric_series_t) + (TG_METRICS_MAX_BUCKETS + 1) * sizeof(_Atomic uint64_t)];
+        s = (tg_metric_series_t *)(void *)sink;
     }
     return s;
 }
