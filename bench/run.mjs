@@ -136,6 +136,14 @@ function directMock(c) {
 function viaGateway(c, dp = c.dataplanes[0]) {
   return { url: `${dp.url}${CHAT}`, headers: { authorization: `Bearer ${c.seeded.key}`, 'content-type': 'application/json' } };
 }
+// nginx as a plain reverse proxy to the mock: the floor any proxy pays here (an extra hop, two more
+// process wake-ups per request, loopback TCP both ways), measured in the same rounds as Tollgate.
+function viaNginxProxy(c) {
+  return { ...directMock(c), url: `${c.nginxProxy.url}${CHAT}` };
+}
+function proxyPids(c) {
+  return { proxy: c.nginxProxy.pid, mock: c.mock?.pid, controlplane: c.controlplane?.pid, postgres: c.pgPid };
+}
 
 // Waits (at most 10 s) until the control plane has logged nothing for 300 ms, i.e. the usage of the
 // previous run is stored, so that one side's PostgreSQL work does not land in the other side's round.
@@ -192,7 +200,7 @@ function summarise(rounds, base, subject) {
       errors: rounds.reduce((a, r) => a + (r[name]?.errors ?? 0) + (r[name]?.non2xx ?? 0), 0),
       cpu_us_per_req: {},
     };
-    for (const role of ['dataplane', 'mock', 'controlplane', 'postgres', 'portkey', 'nginx']) {
+    for (const role of ['dataplane', 'proxy', 'mock', 'controlplane', 'postgres', 'portkey', 'nginx']) {
       const v = pick(name, (x) => x.cpu_us_per_req?.[role]);
       if (v.some((x) => x != null)) s[name].cpu_us_per_req[role] = spread(v);
     }
@@ -209,18 +217,25 @@ function summarise(rounds, base, subject) {
   return s;
 }
 
-async function scenario(spec, variants, baseName, subjectName) {
+// `also`: more subjects measured in the same rounds (the nginx proxy floor), each summarised against the
+// same baseline into entry.also[name].
+async function scenario(spec, variants, baseName, subjectName, also = []) {
   log(`scenario ${spec.id} (${spec.mode}): ${spec.title}`);
   // one short warm-up of each side (connections, caches), not recorded
   for (const v of variants) await v.warm?.();
   const { rounds } = await abRounds(variants, CFG.rounds, { log });
   const summary = summarise(rounds, baseName, subjectName);
   const entry = { ...spec, base: baseName, subject: subjectName, summary,
+    also: Object.fromEntries(also.map((name) => [name, summarise(rounds, baseName, name)])),
     rounds: rounds.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, { ...v, raw: undefined }]))) };
   results.scenarios.push(entry);
   const a = summary.added_us;
   log(`  => ${subjectName}/${baseName} rps ratio ${summary.ratio_rps.median?.toFixed(2)}, added p50 ` +
     `${a.p50.median?.toFixed(1)} µs, p99 ${a.p99.median?.toFixed(1)} µs`);
+  for (const [name, x] of Object.entries(entry.also)) {
+    log(`  => ${name}/${baseName} rps ratio ${x.ratio_rps.median?.toFixed(2)}, added p50 ${x.added_us.p50.median?.toFixed(1)} µs, ` +
+      `p99 ${x.added_us.p99.median?.toFixed(1)} µs, ttfb p50 ${x.added_us.ttfb_p50.median?.toFixed(1)} µs`);
+  }
   save();
   return entry;
 }
@@ -243,25 +258,26 @@ function withWarmup(v, warm) {
 
 // ---------------------------------------------------------------- the measurements
 
-async function closedLoopPair(c, id, title, bodyKey, conns, { base = 'direct', baseTarget, subjectTarget } = {}) {
+// floor: also measure the nginx reverse proxy in the same rounds (c.nginxProxy must be running).
+async function closedLoopPair(c, id, title, bodyKey, conns, { base = 'direct', baseTarget, subjectTarget, floor = false } = {}) {
   const bt = baseTarget ?? directMock(c);
   const st = subjectTarget ?? viaGateway(c);
   const mode = `${conns} conn${conns > 1 ? 's' : ''}, closed loop (wrk)`;
-  const A = wrkVariant(c, base, bt, bodyKey, conns);
-  const B = wrkVariant(c, 'tollgate', st, bodyKey, conns);
-  const warmA = wrkVariant(c, base, bt, bodyKey, conns, { seconds: 1 });
-  const warmB = wrkVariant(c, 'tollgate', st, bodyKey, conns, { seconds: 1 });
-  return scenario({ id, title, mode, conns }, [withWarmup(A, warmA.run), withWarmup(B, warmB.run)], base, 'tollgate');
+  const variant = (name, target, pids) => withWarmup(wrkVariant(c, name, target, bodyKey, conns, { pids }),
+    wrkVariant(c, name, target, bodyKey, conns, { pids, seconds: 1 }).run);
+  const variants = [variant(base, bt), variant('tollgate', st)];
+  if (floor) variants.push(variant('nginx-proxy', viaNginxProxy(c), proxyPids(c)));
+  return scenario({ id, title, mode, conns }, variants, base, 'tollgate', floor ? ['nginx-proxy'] : []);
 }
 
-async function openLoopPair(c, id, title, bodyKey, rate, conns) {
+async function openLoopPair(c, id, title, bodyKey, rate, conns, { floor = false } = {}) {
   const opts = { conns, rate, seconds: CFG.seconds + 1, warmup: 1, timeoutS: 10 };
-  const A = loadgenVariant(c, 'direct', directMock(c), bodyKey, opts);
-  const B = loadgenVariant(c, 'tollgate', viaGateway(c), bodyKey, opts);
+  const variant = (name, target, pids) => withWarmup(loadgenVariant(c, name, target, bodyKey, opts, pids),
+    () => loadgenVariant(c, 'w', target, bodyKey, { ...opts, seconds: 1, warmup: 0 }).run());
+  const variants = [variant('direct', directMock(c)), variant('tollgate', viaGateway(c))];
+  if (floor) variants.push(variant('nginx-proxy', viaNginxProxy(c), proxyPids(c)));
   return scenario({ id, title, mode: `open loop ${rate} req/s over ${conns} conns (tg-loadgen)`, rate, conns },
-    [withWarmup(A, () => loadgenVariant(c, 'w', directMock(c), bodyKey, { ...opts, seconds: 1, warmup: 0 }).run()),
-      withWarmup(B, () => loadgenVariant(c, 'w', viaGateway(c), bodyKey, { ...opts, seconds: 1, warmup: 0 }).run())],
-    'direct', 'tollgate');
+    variants, 'direct', 'tollgate', floor ? ['nginx-proxy'] : []);
 }
 
 // RSS of the dataplane with many idle keep-alive connections, on a freshly restarted dataplane: each
@@ -450,12 +466,15 @@ async function mainSuite() {
       mock_threads: c.mockThreads };
     log(`cluster up in ${c.dir}: dataplanes ${c.dataplanes.map((d) => d.url).join(', ')}, mock ${c.mockUrl}`);
 
+    const floor = want('chat-1k') || want('open-5000') || want('stream-ttfb');
+    if (floor) await c.startNginxProxy();
     if (want('chat-1k')) {
-      await closedLoopPair(c, 'chat-1k', 'non-streaming chat, 1 KB body', 'chat1k', 1);
-      await closedLoopPair(c, 'chat-1k', 'non-streaming chat, 1 KB body', 'chat1k', 32);
+      await closedLoopPair(c, 'chat-1k', 'non-streaming chat, 1 KB body', 'chat1k', 1, { floor });
+      await closedLoopPair(c, 'chat-1k', 'non-streaming chat, 1 KB body', 'chat1k', 32, { floor });
     }
     if (want('open-5000')) {
-      await openLoopPair(c, 'open-5000', `non-streaming chat, 1 KB body, ${CFG.openRps} req/s`, 'chat1k', CFG.openRps, 64);
+      await openLoopPair(c, 'open-5000', `non-streaming chat, 1 KB body, ${CFG.openRps} req/s`, 'chat1k', CFG.openRps, 64,
+        { floor });
     }
     if (want('chat-16k')) {
       await closedLoopPair(c, 'chat-16k', 'non-streaming chat, 16 KB body', 'chat16k', 1);
@@ -467,7 +486,7 @@ async function mainSuite() {
     }
     if (want('stream-ttfb')) {
       await openLoopPair(c, 'stream-ttfb', 'streaming chat, 50 chunks 1 ms apart: time to first byte', 'streamPaced',
-        200, 32);
+        200, 32, { floor });
     }
     if (want('nginx')) {
       const canned = fs.readFileSync(path.join(HERE, 'upstream/answer.json'), 'utf8').trim();

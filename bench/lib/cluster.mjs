@@ -4,7 +4,8 @@
 // Built on the end-to-end harness (tests/e2e/harness.mjs: Proc, waitHttp, freePort), so processes are
 // started, logged and killed the same way, and nothing outlives the runner. Differences from the
 // test cluster: release binaries (TOLLGATE_BUILD, default build-bench), known secrets for the mock, an
-// nginx that serves a canned answer (the second upstream, written by no one here), the Portkey
+// nginx that serves a canned answer (the second upstream, written by no one here), an nginx reverse
+// proxy in front of the mock (what one plain HTTP hop costs here), the Portkey
 // gateway as a peer, optional CPU pinning per role (BENCH_CPUS_DP, _MOCK, _CP, _PG, _LOAD, _PEER: a
 // taskset list such as "1" or "0-1"), and a PostgreSQL client for bulk seeding.
 import { execFileSync } from 'node:child_process';
@@ -171,6 +172,52 @@ http {
     this.extra.push(this.nginx);
     await waitHttp(this.nginx, `${this.nginx.url}/`, 'any');
     return this.nginx;
+  }
+
+  // nginx from Debian as a plain reverse proxy in front of the mock (keep-alive upstream connections,
+  // no buffering, so streamed events pass as they come): the cost of one more HTTP hop on this VM,
+  // measured in the same rounds as Tollgate, which has to pay at least that much. As many workers as
+  // the dataplane has threads.
+  async startNginxProxy() {
+    const port = await freePort();
+    const dir = path.join(this.dir, 'nginx-proxy');
+    fs.mkdirSync(dir, { recursive: true });
+    const workers = this.workers ?? os.cpus().length;
+    const conf = `worker_processes ${workers};
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 20000; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  client_body_buffer_size 64k;
+  upstream mock { server ${new URL(this.mockUrl).host}; keepalive 256; keepalive_requests 10000000; }
+  server {
+    listen 127.0.0.1:${port} reuseport;
+    location / {
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+`;
+    fs.writeFileSync(path.join(dir, 'nginx.conf'), conf);
+    const nginxBin = fs.existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : 'nginx';
+    this.nginxProxy = this.proc('nginx-proxy', 'dp', nginxBin, ['-p', dir, '-c', path.join(dir, 'nginx.conf')]).start();
+    this.nginxProxy.port = port;
+    this.nginxProxy.url = `http://127.0.0.1:${port}`;
+    this.extra.push(this.nginxProxy);
+    await waitHttp(this.nginxProxy, `${this.nginxProxy.url}/`, 'any');
+    return this.nginxProxy;
   }
 
   // The Portkey gateway (bench/peers), kept on 127.0.0.1 by a preload that fixes the listen address.
