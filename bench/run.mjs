@@ -234,7 +234,8 @@ async function scenario(spec, variants, baseName, subjectName, also = []) {
     `${a.p50.median?.toFixed(1)} µs, p99 ${a.p99.median?.toFixed(1)} µs`);
   for (const [name, x] of Object.entries(entry.also)) {
     log(`  => ${name}/${baseName} rps ratio ${x.ratio_rps.median?.toFixed(2)}, added p50 ${x.added_us.p50.median?.toFixed(1)} µs, ` +
-      `p99 ${x.added_us.p99.median?.toFixed(1)} µs, ttfb p50 ${x.added_us.ttfb_p50.median?.toFixed(1)} µs`);
+      `p99 ${x.added_us.p99.median?.toFixed(1)} µs` +
+      (x.added_us.ttfb_p50.median != null ? `, ttfb p50 ${x.added_us.ttfb_p50.median.toFixed(1)} µs` : ''));
   }
   save();
   return entry;

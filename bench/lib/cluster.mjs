@@ -7,7 +7,9 @@
 // nginx that serves a canned answer (the second upstream, written by no one here), an nginx reverse
 // proxy in front of the mock (what one plain HTTP hop costs here), the Portkey
 // gateway as a peer, optional CPU pinning per role (BENCH_CPUS_DP, _MOCK, _CP, _PG, _LOAD, _PEER: a
-// taskset list such as "1" or "0-1"), and a PostgreSQL client for bulk seeding.
+// taskset list such as "1" or "0-1") and niceness per role (BENCH_NICE_<ROLE>, e.g. BENCH_NICE_CP=10
+// BENCH_NICE_PG=10: the control plane and PostgreSQL yield the CPU to the request path, as they would
+// on machines of their own), and a PostgreSQL client for bulk seeding.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
@@ -22,11 +24,16 @@ const PG_SH = path.join(ROOT, 'deploy/local/pg.sh');
 export const MOCK_SECRET = 'sk-bench-mock';
 export const MODEL = 'mock-gpt';
 
-// taskset prefix for a role, from BENCH_CPUS_<ROLE>; [] when unpinned.
+// taskset and nice prefixes for a role, from BENCH_CPUS_<ROLE> and BENCH_NICE_<ROLE>; none when unset.
+// Both exec the command, so the pid stays the process's own.
 export function pinned(role, cmd, args) {
-  const cpus = process.env[`BENCH_CPUS_${role.toUpperCase()}`];
-  if (!cpus) return [cmd, args];
-  return ['taskset', ['-c', cpus, cmd, ...args]];
+  const r = role.toUpperCase();
+  let out = [cmd, args];
+  const cpus = process.env[`BENCH_CPUS_${r}`];
+  if (cpus) out = ['/usr/bin/taskset', ['-c', cpus, out[0], ...out[1]]];
+  const nice = process.env[`BENCH_NICE_${r}`];
+  if (nice) out = ['/usr/bin/nice', ['-n', nice, out[0], ...out[1]]];
+  return out;
 }
 
 const liveClusters = new Set();
@@ -53,7 +60,7 @@ export class BenchCluster {
 
   proc(name, role, bin, args, env = {}) {
     const [cmd, a] = pinned(role, bin, args);
-    return new Proc({ name, bin: cmd === 'taskset' ? '/usr/bin/taskset' : cmd, args: a, env,
+    return new Proc({ name, bin: cmd, args: a, env,
       logPath: path.join(this.logDir, `${name}.log`) });
   }
 
