@@ -27,6 +27,7 @@ dp_send_json(h2o_req_t *req, int status, const char *body, size_t len)
     req->res.status = status;
     req->res.reason = tg_http_reason(status);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+    req->res.content_length = len; /* a whole body: framed by its length, not chunked */
     h2o_send_inline(req, body, len);
 }
 

@@ -43,6 +43,9 @@ load_config(void)
     if (tg_env_int("TOLLGATE_MAX_BODY_BYTES", 4 << 20, 1024, 1 << 30, &v) != 0)
         goto bad_int;
     dp_config.max_body_bytes = (size_t)v;
+    if (tg_env_int("TOLLGATE_CLIENT_TIMEOUT_MS", 10000, 1000, 3600000, &v) != 0)
+        goto bad_int;
+    dp_config.client_timeout_ms = (int)v;
     if (tg_env_int("TOLLGATE_DRAIN_TIMEOUT_MS", 30000, 0, 3600000, &v) != 0)
         goto bad_int;
     dp_config.drain_timeout_ms = (int)v;
@@ -137,6 +140,11 @@ main(int argc, char **argv)
      * handler itself refuses them, with an error in the client's dialect */
     conf.max_request_entity_size = dp_config.max_body_bytes * 4;
     conf.server_name = h2o_iovec_init(H2O_STRLIT("tollgate"));
+    /* One bound for an idle keep-alive connection and for a request head that is slow to arrive (h2o's
+     * HTTP/1 timer covers both). Behind a load balancer it must exceed the balancer's own idle timeout,
+     * or the balancer reuses a connection just as we close it and answers its client 502. */
+    conf.http1.req_timeout = (uint64_t)dp_config.client_timeout_ms;
+    conf.http2.idle_timeout = (uint64_t)dp_config.client_timeout_ms;
     h2o_hostconf_t *host = h2o_config_register_host(&conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *handler = h2o_create_handler(path, sizeof(*handler));

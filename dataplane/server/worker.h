@@ -24,6 +24,7 @@ typedef struct dp_config {
     socklen_t listen_addr_len;
     int workers;
     size_t max_body_bytes;
+    int client_timeout_ms; /* idle keep-alive and request-read bound of client connections */
     int drain_timeout_ms;
     int usage_flush_ms;
     int usage_drain_timeout_ms; /* at exit: how long unacknowledged usage is resent before it is spooled */
