@@ -44,6 +44,26 @@ tg_buf_appends(tg_buf_t *b, const char *s)
     return tg_buf_append(b, s, strlen(s));
 }
 
+size_t
+tg_fmt_u64(char *out, unsigned long long v)
+{
+    char tmp[TG_U64_DIGITS];
+    size_t n = sizeof(tmp);
+    do {
+        tmp[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    memcpy(out, tmp + n, sizeof(tmp) - n);
+    return sizeof(tmp) - n;
+}
+
+int
+tg_buf_append_u64(tg_buf_t *b, unsigned long long v)
+{
+    char d[TG_U64_DIGITS];
+    return tg_buf_append(b, d, tg_fmt_u64(d, v));
+}
+
 int
 tg_buf_appendf(tg_buf_t *b, const char *fmt, ...)
 {

@@ -72,25 +72,13 @@ dp_access_log_close(void)
 #define KEY(b, name) tg_buf_append((b), ",\"" name "\":", sizeof(",\"" name "\":") - 1)
 
 static void
-append_u64(tg_buf_t *b, uint64_t v)
-{
-    char d[20];
-    size_t n = sizeof(d);
-    do {
-        d[--n] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    tg_buf_append(b, d + n, sizeof(d) - n);
-}
-
-static void
 append_i64(tg_buf_t *b, int64_t v)
 {
     if (v < 0) {
         tg_buf_append(b, "-", 1);
-        append_u64(b, -(uint64_t)v);
+        tg_buf_append_u64(b, -(uint64_t)v);
     } else {
-        append_u64(b, (uint64_t)v);
+        tg_buf_append_u64(b, (uint64_t)v);
     }
 }
 
@@ -100,7 +88,7 @@ append_ms(tg_buf_t *b, uint64_t ns)
 {
     uint64_t us = (ns + 500) / 1000;
     char frac[4] = {'.', (char)('0' + us % 1000 / 100), (char)('0' + us % 100 / 10), (char)('0' + us % 10)};
-    append_u64(b, us / 1000);
+    tg_buf_append_u64(b, us / 1000);
     tg_buf_append(b, frac, 4);
 }
 

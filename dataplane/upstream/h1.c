@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include "tollgate/buf.h"
 #include "upstream/h1.h"
 
 #define MAX_RESPONSE_HEADERS 100
@@ -102,20 +103,6 @@ put(char *p, const char *s, size_t len)
 
 #define PUT_LIT(p, lit) put((p), (lit), sizeof(lit) - 1)
 
-static char *
-put_size(char *p, size_t v)
-{
-    char tmp[24];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v > 0);
-    while (n > 0)
-        *p++ = tmp[--n];
-    return p;
-}
-
 char *
 dp_h1_build_head(const dp_h1_url_t *u, const struct curl_slist *headers, size_t body_len, size_t *ret_len)
 {
@@ -141,7 +128,7 @@ dp_h1_build_head(const dp_h1_url_t *u, const struct curl_slist *headers, size_t 
         p = PUT_LIT(p, "\r\n");
     }
     p = PUT_LIT(p, "Content-Length: ");
-    p = put_size(p, body_len);
+    p += tg_fmt_u64(p, body_len);
     p = PUT_LIT(p, "\r\n");
     if (own_accept)
         p = PUT_LIT(p, "Accept: */*\r\n");
