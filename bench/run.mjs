@@ -467,7 +467,7 @@ async function mainSuite() {
       mock_threads: c.mockThreads };
     log(`cluster up in ${c.dir}: dataplanes ${c.dataplanes.map((d) => d.url).join(', ')}, mock ${c.mockUrl}`);
 
-    const floor = want('chat-1k') || want('open-5000') || want('stream-ttfb');
+    const floor = want('chat-1k') || want('open-5000') || want('stream-ttfb') || want('chat-idle');
     if (floor) await c.startNginxProxy();
     if (want('chat-1k')) {
       await closedLoopPair(c, 'chat-1k', 'non-streaming chat, 1 KB body', 'chat1k', 1, { floor });
@@ -476,6 +476,12 @@ async function mainSuite() {
     if (want('open-5000')) {
       await openLoopPair(c, 'open-5000', `non-streaming chat, 1 KB body, ${CFG.openRps} req/s`, 'chat1k', CFG.openRps, 64,
         { floor });
+    }
+    if (want('chat-idle')) {
+      // the same request on a machine idle between requests: what waking a sleeping process costs here,
+      // for the mock alone (direct) and for every extra hop (Tollgate, the nginx proxy)
+      await openLoopPair(c, 'chat-idle', 'non-streaming chat, 1 KB body, 50 req/s (idle between requests)', 'chat1k',
+        50, 1, { floor });
     }
     if (want('chat-16k')) {
       await closedLoopPair(c, 'chat-16k', 'non-streaming chat, 16 KB body', 'chat16k', 1);
