@@ -101,7 +101,7 @@ tg_random_ids(void *buf, size_t len)
 {
     /* RAND_bytes costs ~4,500 instructions a call whatever the size (OpenSSL 3's DRBG locking and
      * reseed checks); ids take their bytes from a per-thread block of its output instead */
-    static __thread uint8_t pool[512];
+    static __thread uint8_t pool[4096]; /* ~100 requests of trace and span ids a refill */
     static __thread size_t left;
     uint8_t *out = buf;
     if (len > sizeof(pool))

@@ -6,15 +6,19 @@
  * carry the request body and the response bytes sent, each capped at DP_OBS_CAPTURE_MAX.
  *
  * Writing: lines wait in a buffer per worker and go out with one write(2) per PIPE_BUF bytes at most
- * (O_APPEND for files), so lines from several workers never interleave and a busy worker makes one
- * system call per several requests instead of one per request. The buffer is written when full, every
+ * to a pipe or socket, per BATCH_FILE bytes to a regular file (O_APPEND for files we open; Linux
+ * writes a regular file under its inode lock, so a write is never split by another one), so lines
+ * from several workers never interleave and a busy worker makes one system call per several
+ * requests (per ~100 to a file) instead of one per request. The buffer is written when full, every
  * TOLLGATE_ACCESS_LOG_FLUSH_MS (the worker's timer) and when the worker stops (SIGTERM loses no line). A
  * failed or short write is counted (tollgate_access_log_write_failures_total), never retried.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <netdb.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -24,6 +28,9 @@
 static int log_fd = -1;
 static int log_owned; /* a file we opened */
 static int flush_ms = 100;
+static size_t batch = PIPE_BUF; /* what one write(2) may carry: see the top of the file */
+
+#define BATCH_FILE 65536
 
 int
 dp_access_log_open(const char *where, int flush)
@@ -44,6 +51,8 @@ dp_access_log_open(const char *where, int flush)
         }
         log_owned = 1;
     }
+    struct stat st;
+    batch = log_fd >= 0 && fstat(log_fd, &st) == 0 && S_ISREG(st.st_mode) ? BATCH_FILE : PIPE_BUF;
     return 0;
 }
 
@@ -241,6 +250,21 @@ dp_access_log_format(const dp_obs_t *o, int64_t end_unix_ns, uint64_t total_ns, 
     return tg_buf_appends(b, "}\n");
 }
 
+/* Writes v in decimal at p; returns the end. */
+static char *
+put_uint(char *p, unsigned v)
+{
+    char d[10];
+    size_t n = 0;
+    do {
+        d[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (n > 0)
+        *p++ = d[--n];
+    return p;
+}
+
 void
 dp_access_log_peer(h2o_req_t *req, char out[64])
 {
@@ -248,19 +272,41 @@ dp_access_log_peer(h2o_req_t *req, char out[64])
     out[0] = '\0';
     socklen_t sl =
         req->conn->callbacks->get_peername != NULL ? req->conn->callbacks->get_peername(req->conn, (void *)&ss) : 0;
-    if (sl > 0) {
-        char host[NI_MAXHOST]; /* what getnameinfo may write */
-        int32_t port = h2o_socket_getport((void *)&ss);
-        if (h2o_socket_getnumerichost((void *)&ss, sl, host) != SIZE_MAX)
-            snprintf(out, 64, "%.46s:%d", host, (int)port); /* a numeric host fits */
+    if (sl == 0)
+        return;
+    /* by hand, not h2o_socket_getnumerichost + snprintf: this runs for every request, and those go
+     * through sprintf (or getnameinfo for IPv6) each time */
+    char *p = out;
+    unsigned port;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)&ss;
+        const uint8_t *b = (const uint8_t *)&a->sin_addr;
+        for (int i = 0; i < 4; i++) {
+            if (i > 0)
+                *p++ = '.';
+            p = put_uint(p, b[i]);
+        }
+        port = ntohs(a->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)&ss;
+        if (inet_ntop(AF_INET6, &a->sin6_addr, p, INET6_ADDRSTRLEN) == NULL) {
+            out[0] = '\0';
+            return;
+        }
+        p += strlen(p);
+        port = ntohs(a->sin6_port);
+    } else {
+        return;
     }
+    *p++ = ':';
+    *put_uint(p, port) = '\0'; /* at most 45 + 1 + 5 + 1 bytes: fits in 64 */
 }
 
 /* Lines wait in a buffer per worker thread and go out together: when the next line would take the
- * buffer past PIPE_BUF, on the worker's flush timer (TOLLGATE_ACCESS_LOG_FLUSH_MS; 0: every line at
- * once) and when the worker stops.
- * PIPE_BUF bytes is what a write to a pipe (stderr under a log collector) keeps whole, so lines of
- * different workers never interleave; a longer line (log_content) goes out alone, at once. */
+ * buffer past the batch (PIPE_BUF, or BATCH_FILE for a regular file), on the worker's flush timer
+ * (TOLLGATE_ACCESS_LOG_FLUSH_MS; 0: every line at once) and when the worker stops. PIPE_BUF bytes is what a write to a
+ * pipe (stderr under a log collector) keeps whole, so lines of different workers never interleave; a longer line
+ * (log_content) goes out alone, at once. */
 static __thread tg_buf_t lines;
 
 static void
@@ -281,7 +327,7 @@ dp_access_log_write(const dp_obs_t *o, int64_t end_unix_ns, uint64_t total_ns)
         dp_obs_count_log_failure();
         return;
     }
-    if (lines.len <= PIPE_BUF && flush_ms > 0)
+    if (lines.len <= batch && flush_ms > 0)
         return;
     if (mark > 0) {
         /* the earlier lines first, then the new one moves to the front */
@@ -289,7 +335,7 @@ dp_access_log_write(const dp_obs_t *o, int64_t end_unix_ns, uint64_t total_ns)
         memmove(lines.base, lines.base + mark, lines.len - mark);
         lines.len -= mark;
     }
-    if (lines.len > PIPE_BUF || flush_ms == 0) {
+    if (lines.len > batch || flush_ms == 0) {
         write_out(lines.base, lines.len);
         lines.len = 0;
     }

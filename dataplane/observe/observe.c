@@ -42,6 +42,39 @@ dp_obs_set_breaker_source(dp_breaker_foreach_fn foreach)
     g.breakers = foreach;
 }
 
+/* ---------------------------------------------------------------- small formatting */
+
+/* The request path builds its header lines and labels with these rather than snprintf: the printf
+ * machinery (format parsing, locale, stdio) costs more than the whole of what it writes here. */
+
+/* Copies the NUL-terminated s to out[at..cap - 1], cut short if it does not fit; returns the new
+ * length. out stays NUL-terminated while cap > 0. */
+static size_t
+put_str(char *out, size_t at, size_t cap, const char *s)
+{
+    size_t n = strlen(s);
+    if (at >= cap)
+        return at;
+    if (n > cap - 1 - at)
+        n = cap - 1 - at;
+    memcpy(out + at, s, n);
+    out[at + n] = '\0';
+    return at + n;
+}
+
+/* A non-negative integer below 10^7 in decimal (an HTTP status, a code): out needs 8 bytes. */
+static const char *
+small_uint(unsigned v, char out[8])
+{
+    char *p = out + 7;
+    *p = '\0';
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0 && p > out);
+    return p;
+}
+
 /* ---------------------------------------------------------------- collectors */
 
 static void
@@ -304,10 +337,11 @@ dp_obs_begin(h2o_req_t *req, uint64_t rand_a, uint64_t rand_b)
     o->magic = OBS_MAGIC;
     o->req = req;
     o->start_ns = tg_mono_ns();
-    o->start_unix_ns = tg_now_unix_ms() * 1000000;
     struct timespec ts; /* spans want better than milliseconds */
     if (clock_gettime(CLOCK_REALTIME, &ts) == 0)
         o->start_unix_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    else
+        o->start_unix_ns = tg_now_unix_ms() * 1000000;
 
     ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
     if (i >= 0 && sane_request_id(req->headers.entries[i].value)) {
@@ -444,8 +478,9 @@ dp_obs_attempt_begin(dp_obs_t *o, const dp_target_t *target, const struct curl_s
     /* x-request-id and a traceparent naming this attempt's span, in front of the caller's list */
     char tp[56];
     dp_trace_format(o->trace_id, o->attempt_span, o->trace_flags, tp);
-    snprintf(o->rid_line, sizeof(o->rid_line), "x-request-id: %s", o->request_id);
-    snprintf(o->tp_line, sizeof(o->tp_line), "traceparent: %s", tp);
+    put_str(o->rid_line, put_str(o->rid_line, 0, sizeof(o->rid_line), "x-request-id: "), sizeof(o->rid_line),
+            o->request_id);
+    put_str(o->tp_line, put_str(o->tp_line, 0, sizeof(o->tp_line), "traceparent: "), sizeof(o->tp_line), tp);
     size_t n = 0;
     o->hdr[n++].data = o->rid_line;
     o->hdr[n++].data = o->tp_line;
@@ -480,8 +515,7 @@ outcome_code(long status, CURLcode rc, char buf[8])
         return "cancelled";
     if (rc != CURLE_OK || status <= 0 || status > 999)
         return "conn_error";
-    snprintf(buf, 8, "%ld", status);
-    return buf;
+    return small_uint((unsigned)status, buf);
 }
 
 void
@@ -497,11 +531,16 @@ dp_obs_attempt_end(dp_obs_t *o, long status, CURLcode rc)
     if (g.reg != NULL)
         tg_metrics_inc(tg_metrics_series(g.upstream_responses, (const char *[]){o->provider, code}), 1);
     if (o->tried_len < sizeof(o->tried)) {
-        int n =
-            snprintf(o->tried + o->tried_len, sizeof(o->tried) - o->tried_len, "%s%s/%s=%s", o->tried_len ? "," : "",
-                     o->provider ? o->provider : "", o->upstream_model ? o->upstream_model : "", code);
-        o->tried_len =
-            n > 0 && o->tried_len + (size_t)n < sizeof(o->tried) ? o->tried_len + (size_t)n : sizeof(o->tried);
+        /* "provider/model=code", comma-separated; a list that no longer fits is marked full */
+        size_t cap = sizeof(o->tried), n = o->tried_len;
+        if (n > 0)
+            n = put_str(o->tried, n, cap, ",");
+        n = put_str(o->tried, n, cap, o->provider ? o->provider : "");
+        n = put_str(o->tried, n, cap, "/");
+        n = put_str(o->tried, n, cap, o->upstream_model ? o->upstream_model : "");
+        n = put_str(o->tried, n, cap, "=");
+        n = put_str(o->tried, n, cap, code);
+        o->tried_len = n + 1 < cap ? n : cap;
     }
     dp_tracer_attempt(o, status, rc, o->start_unix_ns + (int64_t)(now - o->start_ns));
 }
@@ -574,9 +613,9 @@ record_exchange_metrics(const dp_obs_t *o, uint64_t total_ns, const char *tenant
 static void
 record_metrics(dp_obs_t *o, uint64_t total_ns)
 {
-    char model[TG_METRICS_LABEL_MAX + 1], code[8];
+    char model[TG_METRICS_LABEL_MAX + 1], digits[8];
     model_label(o, model);
-    snprintf(code, sizeof(code), "%d", o->status);
+    const char *code = o->status >= 0 ? small_uint((unsigned)o->status, digits) : "0";
     const char *tenant = o->tenant_id ? o->tenant_id : "";
     const char *provider = o->provider ? o->provider : "";
     if (o->exchange)

@@ -1,5 +1,7 @@
-/* Unit tests of observe/: the W3C traceparent parser and formatter, and the access log line (fields,
- * no query string, no content unless the tenant allows it, always valid JSON). */
+/* Unit tests of observe/: the W3C traceparent parser and formatter, the access log line (fields,
+ * no query string, no content unless the tenant allows it, always valid JSON), the client address
+ * and the per-attempt lines (headers, targets tried) that the request path formats by hand. */
+#include <arpa/inet.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,7 +9,7 @@
 #include <string.h>
 #include <cmocka.h>
 #include <jansson.h>
-#include "observe/observe.h"
+#include "observe/internal.h"
 #include "server/worker.h"
 
 dp_config_t dp_config; /* usage.c's, unused here */
@@ -151,14 +153,117 @@ test_access_log_content_when_allowed(void **state)
     tg_buf_free(&o.response);
 }
 
+/* ---------------------------------------------------------------- the client's address */
+
+static struct sockaddr_storage fake_peer;
+static socklen_t fake_peer_len;
+
+static socklen_t
+get_fake_peer(h2o_conn_t *conn, struct sockaddr *sa)
+{
+    memcpy(sa, &fake_peer, fake_peer_len);
+    return fake_peer_len;
+}
+
+static void
+peer_of(const char *ip, uint16_t port, char out[64])
+{
+    static const h2o_conn_callbacks_t callbacks = {.get_peername = get_fake_peer};
+    h2o_conn_t conn = {.callbacks = &callbacks};
+    h2o_req_t req = {.conn = &conn};
+    memset(&fake_peer, 0, sizeof(fake_peer));
+    struct sockaddr_in *a4 = (void *)&fake_peer;
+    struct sockaddr_in6 *a6 = (void *)&fake_peer;
+    if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons(port);
+        fake_peer_len = sizeof(*a4);
+    } else if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons(port);
+        fake_peer_len = sizeof(*a6);
+    } else {
+        fake_peer_len = 0; /* a connection without an address (e.g. a unix socket) */
+    }
+    memset(out, 'x', 64);
+    dp_access_log_peer(&req, out);
+}
+
+static void
+test_access_log_peer(void **state)
+{
+    char out[64];
+    peer_of("127.0.0.1", 5555, out);
+    assert_string_equal(out, "127.0.0.1:5555");
+    peer_of("0.0.0.0", 0, out);
+    assert_string_equal(out, "0.0.0.0:0");
+    peer_of("255.255.255.255", 65535, out);
+    assert_string_equal(out, "255.255.255.255:65535");
+    peer_of("10.20.0.9", 80, out);
+    assert_string_equal(out, "10.20.0.9:80");
+    peer_of("::1", 443, out);
+    assert_string_equal(out, "::1:443");
+    peer_of("::ffff:203.0.113.7", 8080, out); /* a v4 client on a dual-stack listener */
+    assert_string_equal(out, "::ffff:203.0.113.7:8080");
+    peer_of("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 65535, out);
+    assert_string_equal(out, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff:65535");
+    peer_of("none", 1, out);
+    assert_string_equal(out, "");
+}
+
+/* ---------------------------------------------------------------- attempts */
+
+static void
+test_attempt_lines(void **state)
+{
+    h2o_req_t req;
+    dp_obs_t o;
+    fake_request(&req, &o);
+    h2o_mem_init_pool(&req.pool);
+    o.tried[0] = '\0';
+    o.tried_len = 0;
+    o.attempts = 0;
+    memset(o.trace_id, 0, 16);
+    o.trace_id[15] = 1;
+    snprintf(o.request_id, sizeof(o.request_id), "req_abc");
+    dp_provider_t prov = {.name = "acme"};
+    dp_target_t target = {.provider = &prov, .upstream_model = "m-1"};
+
+    const struct curl_slist *h = dp_obs_attempt_begin(&o, &target, NULL);
+    assert_string_equal(h->data, "x-request-id: req_abc");
+    assert_memory_equal(h->next->data, "traceparent: 00-00000000000000000000000000000001-", 48);
+    assert_int_equal(strlen(h->next->data), strlen("traceparent: ") + 55);
+    assert_null(h->next->next);
+    dp_obs_attempt_end(&o, 503, CURLE_OK);
+    dp_obs_attempt_begin(&o, &target, NULL);
+    dp_obs_attempt_end(&o, 0, CURLE_OPERATION_TIMEDOUT);
+    dp_obs_attempt_begin(&o, &target, NULL);
+    dp_obs_attempt_end(&o, 200, CURLE_OK);
+    assert_string_equal(o.tried, "acme/m-1=503,acme/m-1=timeout,acme/m-1=200");
+    assert_int_equal(o.tried_len, strlen(o.tried));
+    assert_int_equal(o.attempts, 3);
+
+    /* a list that outgrows its room is cut and marked full, never overrun */
+    char longname[200];
+    memset(longname, 'p', sizeof(longname) - 1);
+    longname[sizeof(longname) - 1] = '\0';
+    prov.name = longname;
+    for (int i = 0; i < 5; i++) {
+        dp_obs_attempt_begin(&o, &target, NULL);
+        dp_obs_attempt_end(&o, 429, CURLE_OK);
+    }
+    assert_int_equal(o.tried_len, sizeof(o.tried));
+    assert_int_equal(strlen(o.tried), sizeof(o.tried) - 1);
+    h2o_mem_clear_pool(&req.pool);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_traceparent_valid),
-        cmocka_unit_test(test_traceparent_invalid),
-        cmocka_unit_test(test_access_log_fields),
-        cmocka_unit_test(test_access_log_content_when_allowed),
+        cmocka_unit_test(test_traceparent_valid), cmocka_unit_test(test_traceparent_invalid),
+        cmocka_unit_test(test_access_log_fields), cmocka_unit_test(test_access_log_content_when_allowed),
+        cmocka_unit_test(test_access_log_peer),   cmocka_unit_test(test_attempt_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -279,9 +279,10 @@ earliest(uint64_t a, uint64_t b)
 }
 
 /* The deadline the call waits for now: connecting, its first byte or its next one, and the total. A
- * paused call waits for its client, not for the provider: only the total counts. */
+ * paused call waits for its client, not for the provider: only the total counts. now: the clock as the
+ * caller just read it, or 0 to read it here (one read per event is enough). */
 static void
-arm(dp_upstream_call_t *call)
+arm(dp_upstream_call_t *call, uint64_t now)
 {
     struct dp_lean_call *lc = &call->lean_call;
     uint64_t d = lc->total_deadline_ms;
@@ -298,7 +299,8 @@ arm(dp_upstream_call_t *call)
         uv_timer_stop(t);
         return;
     }
-    uint64_t now = now_ms();
+    if (now == 0)
+        now = now_ms();
     uv_timer_start(t, on_conn_timer, d > now ? d - now : 0, 0);
 }
 
@@ -330,7 +332,7 @@ on_conn_timer(uv_timer_t *t)
         fail(call, CURLE_OPERATION_TIMEDOUT, "Operation timed out after %llu milliseconds",
              (unsigned long long)(now - lc->start_ms));
     } else {
-        arm(call);
+        arm(call, now);
     }
 }
 
@@ -363,7 +365,7 @@ on_write_done(h2o_socket_t *sock, const char *err)
 }
 
 static void
-send_request(dp_upstream_call_t *call)
+send_request(dp_upstream_call_t *call, uint64_t now)
 {
     struct dp_lean_call *lc = &call->lean_call;
     dp_lean_conn_t *c = lc->conn;
@@ -387,14 +389,18 @@ send_request(dp_upstream_call_t *call)
         h2o_socket_write(c->sock, b, n, on_write_done);
     }
     h2o_socket_read_start(c->sock, on_read);
-    arm(call);
+    arm(call, now);
 }
 
-static void
-got_bytes(dp_upstream_call_t *call)
+/* Bytes came in: the first-byte and idle deadlines move. Returns the time it read. */
+static uint64_t
+got_bytes(dp_upstream_call_t *call, uint64_t now)
 {
+    if (now == 0)
+        now = now_ms();
     call->first_byte = 1;
-    call->lean_call.last_data_ms = now_ms();
+    call->lean_call.last_data_ms = now;
+    return now;
 }
 
 /* Parses and delivers what the socket's input holds. Returns at once once the call has ended. */
@@ -404,11 +410,12 @@ process(dp_upstream_call_t *call)
     struct dp_lean_call *lc = &call->lean_call;
     dp_lean_conn_t *c = lc->conn;
     h2o_buffer_t **in = &c->sock->input;
+    uint64_t now = 0; /* read once, when bytes came */
     if (lc->phase == PHASE_WAIT) {
         if ((*in)->size == 0)
             return;
         if (!call->first_byte)
-            got_bytes(call);
+            now = got_bytes(call, now);
         int n = dp_h1_parse_head(&lc->resp, (*in)->bytes, (*in)->size);
         if (n < 0) {
             fail(call, CURLE_WEIRD_SERVER_REPLY, "the provider's response is not valid HTTP/1.x");
@@ -439,7 +446,7 @@ process(dp_upstream_call_t *call)
         }
         (*in)->size = lc->ready + len;
         lc->ready += len;
-        got_bytes(call);
+        now = got_bytes(call, now);
     }
     if (lc->ready > 0) {
         size_t ready = lc->ready;
@@ -449,7 +456,7 @@ process(dp_upstream_call_t *call)
         if (rv == DP_UPSTREAM_PAUSE) {
             call->paused = 1;
             h2o_socket_read_stop(c->sock);
-            arm(call);
+            arm(call, now);
             return;
         }
         if (rv != ready) {
@@ -464,7 +471,7 @@ process(dp_upstream_call_t *call)
     else if (lc->body_end)
         finish(call, CURLE_OK);
     else
-        arm(call);
+        arm(call, now);
 }
 
 static void
@@ -523,7 +530,7 @@ on_handshake(h2o_socket_t *sock, const char *err)
              c->pool->port, err);
         return;
     }
-    send_request(c->call);
+    send_request(c->call, 0);
 }
 
 static void
@@ -560,7 +567,7 @@ on_connected(uv_connect_t *req, int status)
         h2o_socket_ssl_handshake(c->sock, p->ssl_ctx, p->host, on_handshake);
         return;
     }
-    send_request(call);
+    send_request(call, 0);
 }
 
 static void
@@ -628,7 +635,7 @@ attach_new_conn(dp_upstream_call_t *call)
     uint64_t now = now_ms();
     long connect_ms = call->timeouts.connect_ms > 0 ? call->timeouts.connect_ms : p->lean->up->opts.connect_timeout_ms;
     lc->connect_deadline_ms = connect_ms > 0 ? now + (uint64_t)connect_ms : 0;
-    arm(call);
+    arm(call, now);
     if (p->addr_expires_ms > now) {
         connect_to(c);
         return 0;
@@ -782,7 +789,7 @@ dp_lean_call_start(dp_upstream_t *up, dp_upstream_call_t *call, const dp_h1_url_
     }
     c->call = call;
     lc->conn = c;
-    send_request(call);
+    send_request(call, lc->start_ms);
     return 0;
 }
 
