@@ -250,21 +250,6 @@ dp_access_log_format(const dp_obs_t *o, int64_t end_unix_ns, uint64_t total_ns, 
     return tg_buf_appends(b, "}\n");
 }
 
-/* Writes v in decimal at p; returns the end. */
-static char *
-put_uint(char *p, unsigned v)
-{
-    char d[10];
-    size_t n = 0;
-    do {
-        d[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    while (n > 0)
-        *p++ = d[--n];
-    return p;
-}
-
 void
 dp_access_log_peer(h2o_req_t *req, char out[64])
 {
@@ -284,7 +269,7 @@ dp_access_log_peer(h2o_req_t *req, char out[64])
         for (int i = 0; i < 4; i++) {
             if (i > 0)
                 *p++ = '.';
-            p = put_uint(p, b[i]);
+            p += tg_fmt_u64(p, b[i]);
         }
         port = ntohs(a->sin_port);
     } else if (ss.ss_family == AF_INET6) {
@@ -299,7 +284,7 @@ dp_access_log_peer(h2o_req_t *req, char out[64])
         return;
     }
     *p++ = ':';
-    *put_uint(p, port) = '\0'; /* at most 45 + 1 + 5 + 1 bytes: fits in 64 */
+    p[tg_fmt_u64(p, port)] = '\0'; /* at most 45 + 1 + 5 + 1 bytes: fits in 64 */
 }
 
 /* Lines wait in a buffer per worker thread and go out together: when the next line would take the

@@ -14,6 +14,7 @@
 #include "config/sync.h"
 #include "observe/internal.h"
 #include "routing/breaker.h"
+#include "tollgate/buf.h"
 #include "tollgate/crypto.h"
 #include "tollgate/env.h"
 #include "tollgate/http_status.h"
@@ -62,17 +63,12 @@ put_str(char *out, size_t at, size_t cap, const char *s)
     return at + n;
 }
 
-/* A non-negative integer below 10^7 in decimal (an HTTP status, a code): out needs 8 bytes. */
+/* A status or code in decimal, NUL-terminated in out (an int fits with room to spare). */
 static const char *
-small_uint(unsigned v, char out[8])
+small_uint(unsigned v, char out[TG_U64_DIGITS + 1])
 {
-    char *p = out + 7;
-    *p = '\0';
-    do {
-        *--p = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0 && p > out);
-    return p;
+    out[tg_fmt_u64(out, v)] = '\0';
+    return out;
 }
 
 /* ---------------------------------------------------------------- collectors */
@@ -507,7 +503,7 @@ dp_obs_first_byte(dp_obs_t *o)
 }
 
 static const char *
-outcome_code(long status, CURLcode rc, char buf[8])
+outcome_code(long status, CURLcode rc, char buf[TG_U64_DIGITS + 1])
 {
     if (rc == CURLE_OPERATION_TIMEDOUT)
         return "timeout";
@@ -526,7 +522,7 @@ dp_obs_attempt_end(dp_obs_t *o, long status, CURLcode rc)
     o->attempt_open = 0;
     uint64_t now = tg_mono_ns();
     o->upstream_ns += now - o->attempt_start_ns;
-    char buf[8];
+    char buf[TG_U64_DIGITS + 1];
     const char *code = outcome_code(status, rc, buf);
     if (g.reg != NULL)
         tg_metrics_inc(tg_metrics_series(g.upstream_responses, (const char *[]){o->provider, code}), 1);
@@ -613,7 +609,7 @@ record_exchange_metrics(const dp_obs_t *o, uint64_t total_ns, const char *tenant
 static void
 record_metrics(dp_obs_t *o, uint64_t total_ns)
 {
-    char model[TG_METRICS_LABEL_MAX + 1], digits[8];
+    char model[TG_METRICS_LABEL_MAX + 1], digits[TG_U64_DIGITS + 1];
     model_label(o, model);
     const char *code = o->status >= 0 ? small_uint((unsigned)o->status, digits) : "0";
     const char *tenant = o->tenant_id ? o->tenant_id : "";
