@@ -496,12 +496,14 @@ dp_obs_attempt_end(dp_obs_t *o, long status, CURLcode rc)
     const char *code = outcome_code(status, rc, buf);
     if (g.reg != NULL)
         tg_metrics_inc(tg_metrics_series(g.upstream_responses, (const char *[]){o->provider, code}), 1);
-    if (o->tried_len < sizeof(o->tried)) {
+    if (o->tried == NULL)
+        o->tried = h2o_mem_alloc_pool(&o->req->pool, DP_OBS_TRIED_MAX);
+    if (o->tried_len < DP_OBS_TRIED_MAX) {
         int n =
-            snprintf(o->tried + o->tried_len, sizeof(o->tried) - o->tried_len, "%s%s/%s=%s", o->tried_len ? "," : "",
+            snprintf(o->tried + o->tried_len, DP_OBS_TRIED_MAX - o->tried_len, "%s%s/%s=%s", o->tried_len ? "," : "",
                      o->provider ? o->provider : "", o->upstream_model ? o->upstream_model : "", code);
         o->tried_len =
-            n > 0 && o->tried_len + (size_t)n < sizeof(o->tried) ? o->tried_len + (size_t)n : sizeof(o->tried);
+            n > 0 && o->tried_len + (size_t)n < DP_OBS_TRIED_MAX ? o->tried_len + (size_t)n : DP_OBS_TRIED_MAX;
     }
     dp_tracer_attempt(o, status, rc, o->start_unix_ns + (int64_t)(now - o->start_ns));
 }

@@ -87,7 +87,9 @@ fake_request(h2o_req_t *req, dp_obs_t *o)
     o->model_len = 1;
     o->provider = "mock";
     o->upstream_model = "m-up";
-    snprintf(o->tried, sizeof(o->tried), "mock/m-up=503,mock/m-up=200");
+    static char tried[DP_OBS_TRIED_MAX];
+    o->tried = tried;
+    snprintf(tried, sizeof(tried), "mock/m-up=503,mock/m-up=200");
     o->tried_len = strlen(o->tried);
     o->attempts = 2;
     o->retries = 1;
