@@ -3,7 +3,8 @@
 // pool as soon as the request arrives (dataplane/ingress/body.c); these tests check that the body the
 // upstream sees is the one the client sent (the mock counts its bytes into prompt_tokens), for bodies
 // of one DATA frame and of many, for plain and streamed replies, for several streams at once on one
-// connection, and that a bad body still gets a clear error.
+// connection, and that a bad body still gets a clear error. Also HTTP/1.1 bodies larger than the 4 KB
+// that a worker's socket input buffers start at (dataplane/server/worker.c): the buffer has to grow.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
@@ -120,4 +121,22 @@ describe('HTTP/2 clients', () => {
     assert.equal(b.content[0].text, mockText(4));
     assert.equal(b.usage.input_tokens, promptTokens(messages));
   });
+});
+
+describe('HTTP/1.1 bodies larger than the first socket buffer', () => {
+  for (const bytes of [3900, 40000]) {
+    test(`${bytes}-byte prompt, plain and streamed: the upstream gets the whole body`, async () => {
+      const messages = [{ role: 'user', content: userText(bytes, ' [mock:tokens=6]') }];
+      const plain = await c.chat(0, seed.key.key, { model: MODEL, messages });
+      assert.equal(plain.status, 200, plain.text);
+      assert.equal(plain.body.choices[0].message.content, mockText(6));
+      assert.equal(plain.body.usage.prompt_tokens, promptTokens(messages));
+      const streamed = await c.chat(0, seed.key.key, { model: MODEL, messages, stream: true,
+        stream_options: { include_usage: true } });
+      assert.equal(streamed.status, 200, streamed.text);
+      const { content, done } = sseContent(streamed.text);
+      assert.equal(content, mockText(6));
+      assert.ok(done);
+    });
+  }
 });
