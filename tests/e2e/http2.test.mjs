@@ -54,6 +54,9 @@ function sseContent(text) {
   return { content, done };
 }
 
+// The last request the mock received, its body parsed (tests/mock: GET /__mock/last).
+const mockLast = async () => (await fetch(`${c.mockUrl}/__mock/last`)).json();
+
 // A user message of about `bytes` bytes (ASCII), ending in a mock directive.
 function userText(bytes, directive) {
   const words = 'Every byte of this body has to reach the provider unchanged. ';
@@ -78,6 +81,7 @@ describe('HTTP/2 clients', () => {
       const b = JSON.parse(res.text);
       assert.equal(b.choices[0].message.content, mockText(5));
       assert.equal(b.usage.prompt_tokens, promptTokens(messages));
+      assert.equal((await mockLast()).body.messages[0].content, messages[0].content, 'byte for byte');
     });
   }
 
@@ -131,6 +135,7 @@ describe('HTTP/1.1 bodies larger than the first socket buffer', () => {
       assert.equal(plain.status, 200, plain.text);
       assert.equal(plain.body.choices[0].message.content, mockText(6));
       assert.equal(plain.body.usage.prompt_tokens, promptTokens(messages));
+      assert.equal((await mockLast()).body.messages[0].content, messages[0].content, 'byte for byte');
       const streamed = await c.chat(0, seed.key.key, { model: MODEL, messages, stream: true,
         stream_options: { include_usage: true } });
       assert.equal(streamed.status, 200, streamed.text);
