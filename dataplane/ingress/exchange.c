@@ -120,8 +120,8 @@ struct exchange {
     uint64_t bad_keys;           /* keys of the current target's provider that failed auth or rate limits (bit i) */
     struct retry_timer *timer;
     struct retry_timer *watch; /* looks for a client that left while the answer is awaited */
-    failure_t first_failure;
-    tg_buf_t attempt_log; /* "provider/model=status" list for x-tollgate-attempts */
+    failure_t *first_failure;  /* in the pool, once an attempt failed and was kept (keep_first_failure) */
+    tg_buf_t attempt_log;      /* "provider/model=status" list for x-tollgate-attempts */
     h2o_iovec_t body;
     dp_openai_chat_t parsed;
     int decoded; /* treq holds the client's request (translated mode) */
@@ -142,7 +142,7 @@ struct exchange {
     const tx_provider_ops_t *provider;
     tx_stream_state_t *up_state, *client_state;
     struct curl_slist *headers; /* per request: the key's lines, the adapter's, dynamic auth; wiped on free */
-    tx_error_t err;
+    tx_error_t *err;            /* in the pool, on first use (xerr): a passthrough request never needs one */
 
     tg_buf_t response; /* non-streaming (and token fetch): the whole upstream body */
     tg_sse_parser_t sse;
@@ -165,6 +165,20 @@ struct exchange {
     unsigned recorded : 1;
     unsigned sse_ready : 1;
 };
+
+/* The exchange's translation error, in the request's pool on first use. The error and the kept first
+ * failure (1.1 KB together) are out of line because the exchange lives as long as its stream: with
+ * thousands of long streams every byte of it counts, and a passthrough request that succeeds needs
+ * neither. */
+static tx_error_t *
+xerr(exchange_t *x)
+{
+    if (x->err == NULL) {
+        x->err = h2o_mem_alloc_pool(&x->req->pool, sizeof(*x->err));
+        memset(x->err, 0, sizeof(*x->err));
+    }
+    return x->err;
+}
 
 /* ---------------------------------------------------------------- accounting */
 
@@ -418,10 +432,10 @@ on_tx_event(void *ctx, const tx_event_t *ev)
 static int
 feed_frame(exchange_t *x, const tx_frame_t *f)
 {
-    int rv = x->provider->stream_frame(x->up_state, &x->treq, f, &x->arena, on_tx_event, x, &x->err);
+    int rv = x->provider->stream_frame(x->up_state, &x->treq, f, &x->arena, on_tx_event, x, xerr(x));
     if (rv == -1 && !x->stream_failed) {
         /* the provider's stream is unreadable: the client hears it as a stream error */
-        tx_event_t ev = {.kind = TX_EV_ERROR, .error = &x->err};
+        tx_event_t ev = {.kind = TX_EV_ERROR, .error = xerr(x)};
         on_tx_event(x, &ev);
     }
     return 0;
@@ -482,8 +496,8 @@ feed_translated(exchange_t *x, const char *buf, size_t len)
     case TX_FRAMING_NDJSON:
         return feed_ndjson(x, buf, len);
     case TX_FRAMING_EVENTSTREAM:
-        if (tx_eventstream_feed(&x->evs, buf, len, on_tx_eventstream, x, &x->err) == -1) {
-            tx_event_t ev = {.kind = TX_EV_ERROR, .error = &x->err};
+        if (tx_eventstream_feed(&x->evs, buf, len, on_tx_eventstream, x, xerr(x)) == -1) {
+            tx_event_t ev = {.kind = TX_EV_ERROR, .error = xerr(x)};
             on_tx_event(x, &ev);
             return -1;
         }
@@ -580,14 +594,14 @@ finish_translated(exchange_t *x)
     if (status >= 200 && status < 300) {
         tx_response_t resp = {0};
         if (x->provider->decode_response(&x->treq, x->response.base ? x->response.base : "", x->response.len, &x->arena,
-                                         &resp, &x->err) != 0 ||
+                                         &resp, xerr(x)) != 0 ||
             x->dialect->encode_response(&x->treq, &resp, &x->arena, &out) != 0) {
             tg_warn("dp.upstream.bad_response", "request_id=%s provider=%s error=\"%s\"", x->request_id,
-                    x->target->provider->name, x->err.message);
+                    x->target->provider->name, xerr(x)->message);
             tg_buf_free(&out);
             record_usage(x, 502);
             x->final_sent = 1;
-            tx_error_t e = x->err;
+            tx_error_t e = *xerr(x);
             if (e.message[0] == '\0')
                 tx_fail(&e, TX_ERR_UPSTREAM, "bad_upstream_response", NULL, "The provider's answer could not be read.");
             e.status = 502;
@@ -637,7 +651,7 @@ finish_token_fetch(exchange_t *x, CURLcode rc)
         return;
     }
     if (x->call.status != 200 || tx_vertex_token_parse(x->response.base ? x->response.base : "", x->response.len,
-                                                       &x->arena, &token, &expires_in, &x->err) != 0) {
+                                                       &x->arena, &token, &expires_in, xerr(x)) != 0) {
         tg_warn("dp.upstream.token_failed", "request_id=%s provider=%s status=%ld", x->request_id,
                 x->target->provider->name, x->call.status);
         send_upstream_failure(x, 502, "upstream_auth_failed",
@@ -868,9 +882,11 @@ backoff_ms(exchange_t *x)
 static void
 keep_first_failure(exchange_t *x, CURLcode rc)
 {
-    failure_t *f = &x->first_failure;
-    if (f->set)
+    if (x->first_failure != NULL)
         return;
+    failure_t *f = h2o_mem_alloc_pool(&x->req->pool, sizeof(*f));
+    memset(f, 0, sizeof(*f));
+    x->first_failure = f;
     f->set = 1;
     f->target = x->target;
     f->translated = x->translated;
@@ -887,8 +903,8 @@ keep_first_failure(exchange_t *x, CURLcode rc)
 static void
 final_failure(exchange_t *x, CURLcode rc)
 {
-    failure_t *f = &x->first_failure;
-    if (f->set) { /* the first target's failure, or this one, kept when its target was spent */
+    failure_t *f = x->first_failure;
+    if (f != NULL && f->set) { /* the first target's failure, or this one, kept when its target was spent */
         x->target = f->target;
         x->translated = f->translated;
         x->provider = f->target->provider->ops;
@@ -1076,7 +1092,8 @@ on_dispose(void *p)
     tg_buf_free(&x->pending);
     tg_buf_free(&x->sending);
     free_headers(x->headers);
-    tg_buf_free(&x->first_failure.body);
+    if (x->first_failure != NULL)
+        tg_buf_free(&x->first_failure->body);
     tg_buf_free(&x->attempt_log);
     close_timer(x->timer);
     close_timer(x->watch);
@@ -1120,12 +1137,12 @@ build_headers(exchange_t *x, int *need_token)
         tx_aws_credentials_t creds;
         const char *lines[6];
         const char *region = tx_json_str(x->target->provider->settings, "region");
-        if (tx_aws_credentials_parse(x->pkey->secret, &x->arena, &creds, &x->err) != 0)
+        if (tx_aws_credentials_parse(x->pkey->secret, &x->arena, &creds, xerr(x)) != 0)
             goto fail;
         int k = tx_sigv4_sign(&creds, region ? region : "us-east-1", "bedrock", "POST", x->hreq.url, "application/json",
                               x->hreq.body, x->hreq.body_len, tg_now_unix_ms() / 1000, &x->arena, lines, 6);
         if (k < 0) {
-            tx_fail(&x->err, TX_ERR_SERVER, "signing_failed", NULL, "The request could not be signed.");
+            tx_fail(xerr(x), TX_ERR_SERVER, "signing_failed", NULL, "The request could not be signed.");
             goto fail;
         }
         for (int i = 0; i < k; i++)
@@ -1149,8 +1166,8 @@ build_headers(exchange_t *x, int *need_token)
     return 0;
 fail:
     free_headers(list);
-    if (x->err.message[0] == '\0')
-        tx_fail(&x->err, TX_ERR_SERVER, "out_of_memory", NULL, "The gateway ran out of memory.");
+    if (xerr(x)->message[0] == '\0')
+        tx_fail(xerr(x), TX_ERR_SERVER, "out_of_memory", NULL, "The gateway ran out of memory.");
     return -1;
 }
 
@@ -1169,7 +1186,7 @@ static int
 start_token_fetch(exchange_t *x)
 {
     const char *url, *body;
-    if (tx_vertex_token_request(x->pkey->secret, tg_now_unix_ms() / 1000, &x->arena, &url, &body, &x->err) != 0)
+    if (tx_vertex_token_request(x->pkey->secret, tg_now_unix_ms() / 1000, &x->arena, &url, &body, xerr(x)) != 0)
         return -1;
     pthread_once(&form_headers_once, build_form_headers);
     if (form_headers == NULL)
@@ -1543,8 +1560,8 @@ prepare_attempt(exchange_t *x)
     }
     if (!x->decoded) {
         const char *url_model = x->treq.model;
-        if (x->dialect->decode_request(x->ep->op, x->body.base, x->body.len, &x->arena, &x->treq, &x->err) != 0) {
-            send_client_error(x, &x->err);
+        if (x->dialect->decode_request(x->ep->op, x->body.base, x->body.len, &x->arena, &x->treq, xerr(x)) != 0) {
+            send_client_error(x, xerr(x));
             return -1;
         }
         x->decoded = 1;
@@ -1562,8 +1579,8 @@ prepare_attempt(exchange_t *x)
         x->client_wants_usage = x->treq.include_usage;
     }
     memset(&x->hreq, 0, sizeof(x->hreq));
-    if (x->provider->encode_request(&x->treq, &t->tx, &x->arena, &x->hreq, &x->err) != 0) {
-        send_client_error(x, &x->err);
+    if (x->provider->encode_request(&x->treq, &t->tx, &x->arena, &x->hreq, xerr(x)) != 0) {
+        send_client_error(x, xerr(x));
         return -1;
     }
     if (x->stream) {
@@ -1577,7 +1594,7 @@ prepare_attempt(exchange_t *x)
     }
     int need_token;
     if (build_headers(x, &need_token) != 0) {
-        send_client_error(x, &x->err);
+        send_client_error(x, xerr(x));
         return -1;
     }
     return need_token;

@@ -24,6 +24,9 @@ typedef struct dp_endpoint {
 
 /* The h2o on_req callback for every path. */
 int dp_ingress_on_req(h2o_handler_t *self, h2o_req_t *req);
+/* Moves an HTTP/2 request's body into the request's pool and frees h2o's per-stream body buffer
+ * (body.c); req->entity points at the copy afterwards. A no-op for HTTP/1.1. */
+void dp_ingress_own_body(h2o_req_t *req);
 
 /* An LLM call. url_model: the model named by the URL (Gemini), else a NULL base (the body names it). */
 int dp_exchange_handle(h2o_req_t *req, dp_worker_t *w, const char *request_id, const dp_endpoint_t *ep,

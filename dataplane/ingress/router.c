@@ -105,6 +105,7 @@ int
 dp_ingress_on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     dp_worker_t *w = dp_worker_of(req);
+    dp_ingress_own_body(req); /* before anything points into the body */
     dp_obs_t *obs = dp_obs_begin(req, dp_worker_rand(w), dp_worker_rand(w));
     const char *request_id = obs->request_id;
     dp_add_common_headers(req, request_id);

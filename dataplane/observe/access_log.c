@@ -205,7 +205,7 @@ dp_access_log_format(const dp_obs_t *o, int64_t end_unix_ns, uint64_t total_ns, 
     KEY(b, "upstream_model");
     cstr_value(b, o->upstream_model);
     KEY(b, "targets_tried");
-    str_value(b, o->tried, o->tried_len);
+    str_value(b, o->tried != NULL ? o->tried : "", o->tried_len);
     KEY(b, "attempts");
     append_i64(b, o->attempts);
     KEY(b, "retries");

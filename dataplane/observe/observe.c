@@ -526,9 +526,11 @@ dp_obs_attempt_end(dp_obs_t *o, long status, CURLcode rc)
     const char *code = outcome_code(status, rc, buf);
     if (g.reg != NULL)
         tg_metrics_inc(tg_metrics_series(g.upstream_responses, (const char *[]){o->provider, code}), 1);
-    if (o->tried_len < sizeof(o->tried)) {
+    if (o->tried == NULL)
+        o->tried = h2o_mem_alloc_pool(&o->req->pool, DP_OBS_TRIED_MAX);
+    if (o->tried_len < DP_OBS_TRIED_MAX) {
         /* "provider/model=code", comma-separated; a list that no longer fits is marked full */
-        size_t cap = sizeof(o->tried), n = o->tried_len;
+        size_t cap = DP_OBS_TRIED_MAX, n = o->tried_len;
         if (n > 0)
             n = put_str(o->tried, n, cap, ",");
         n = put_str(o->tried, n, cap, o->provider ? o->provider : "");

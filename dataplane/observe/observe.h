@@ -71,7 +71,8 @@ typedef struct dp_obs {
     uint64_t attempt_start_ns; /* the current attempt */
     int64_t attempt_start_unix_ns;
     uint64_t first_byte_ns; /* since start, of the latest attempt that had one; 0: none */
-    char tried[DP_OBS_TRIED_MAX];
+    char *tried; /* DP_OBS_TRIED_MAX bytes in the pool from the first attempt on: out of line, the record fits
+                  * in the pool's chunk instead of being an allocation of its own for the stream's life */
     size_t tried_len;
     tg_buf_t response;        /* captured for log_content tenants */
     h2o_iovec_t request_body; /* likewise, a copy in the pool */

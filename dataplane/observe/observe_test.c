@@ -89,7 +89,9 @@ fake_request(h2o_req_t *req, dp_obs_t *o)
     o->model_len = 1;
     o->provider = "mock";
     o->upstream_model = "m-up";
-    snprintf(o->tried, sizeof(o->tried), "mock/m-up=503,mock/m-up=200");
+    static char tried[DP_OBS_TRIED_MAX];
+    o->tried = tried;
+    snprintf(tried, sizeof(tried), "mock/m-up=503,mock/m-up=200");
     o->tried_len = strlen(o->tried);
     o->attempts = 2;
     o->retries = 1;
@@ -220,7 +222,7 @@ test_attempt_lines(void **state)
     dp_obs_t o;
     fake_request(&req, &o);
     h2o_mem_init_pool(&req.pool);
-    o.tried[0] = '\0';
+    o.tried = NULL; /* allocated from the request's pool at the first attempt */
     o.tried_len = 0;
     o.attempts = 0;
     memset(o.trace_id, 0, 16);
@@ -252,8 +254,8 @@ test_attempt_lines(void **state)
         dp_obs_attempt_begin(&o, &target, NULL);
         dp_obs_attempt_end(&o, 429, CURLE_OK);
     }
-    assert_int_equal(o.tried_len, sizeof(o.tried));
-    assert_int_equal(strlen(o.tried), sizeof(o.tried) - 1);
+    assert_int_equal(o.tried_len, DP_OBS_TRIED_MAX);
+    assert_int_equal(strlen(o.tried), DP_OBS_TRIED_MAX - 1);
     h2o_mem_clear_pool(&req.pool);
 }
 

@@ -130,10 +130,23 @@ teardown(dp_worker_t *w)
     dp_access_log_flush(1); /* last: requests that ended during the teardown above have their lines */
 }
 
+/* Socket input buffers (client connections, upstream connections) and HTTP/2 request bodies start at
+ * h2o_socket_buffer_prototype's capacity, 8 KB in libh2o 2.2.5. A socket read asks for 4 KB, so 4 KB is
+ * the smallest prototype that keeps reads on h2o's per-thread recycled buffers; half the default halves
+ * what a streaming request holds for its whole life (an HTTP/2 stream's 8 KB body buffer, an HTTP/1.1
+ * client's input buffer) and costs only larger bodies an extra grow. The prototype is thread-local and
+ * must be set before the thread allocates its first buffer: recycled buffers are all of one size. */
+static void
+shrink_socket_buffers(void)
+{
+    h2o_socket_buffer_prototype._initial_buf.capacity = H2O_SOCKET_INITIAL_INPUT_BUFFER_SIZE;
+}
+
 static void *
 worker_main(void *arg)
 {
     dp_worker_t *w = arg;
+    shrink_socket_buffers();
     uv_run(&w->loop, UV_RUN_DEFAULT);
     teardown(w);
     return NULL;
