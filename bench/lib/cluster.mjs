@@ -141,55 +141,12 @@ export class BenchCluster {
     await waitHttp(dp, `${dp.url}/readyz`, 200);
   }
 
-  // nginx from Debian answering every chat request with the canned body (non-streaming).
-  async startNginx(cannedBody) {
+  // An nginx from Debian under this.dir/<name>, listening on a free loopback port, with `workers`
+  // processes and `httpBlock` (upstreams, locations) inside its http block; waits until it answers.
+  async startNginxProc(name, role, workers, httpBlock) {
     const port = await freePort();
-    const dir = path.join(this.dir, 'nginx');
+    const dir = path.join(this.dir, name);
     fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(path.join(dir, 'answer.json'), cannedBody);
-    const conf = `worker_processes 1;
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 20000; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  keepalive_requests 10000000;
-  keepalive_timeout 300s;
-  client_body_buffer_size 64k;
-  server {
-    listen 127.0.0.1:${port} reuseport;
-    location / {
-      default_type application/json;
-      return 200 '${cannedBody.replace(/'/g, "\\'")}';
-    }
-  }
-}
-`;
-    fs.writeFileSync(path.join(dir, 'nginx.conf'), conf);
-    const nginxBin = fs.existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : 'nginx';
-    this.nginx = this.proc('nginx', 'mock', nginxBin, ['-p', dir, '-c', path.join(dir, 'nginx.conf')]).start();
-    this.nginx.port = port;
-    this.nginx.url = `http://127.0.0.1:${port}`;
-    this.extra.push(this.nginx);
-    await waitHttp(this.nginx, `${this.nginx.url}/`, 'any');
-    return this.nginx;
-  }
-
-  // nginx from Debian as a plain reverse proxy in front of the mock (keep-alive upstream connections,
-  // no buffering, so streamed events pass as they come): the cost of one more HTTP hop on this VM,
-  // measured in the same rounds as Tollgate, which has to pay at least that much. As many workers as
-  // the dataplane has threads.
-  async startNginxProxy() {
-    const port = await freePort();
-    const dir = path.join(this.dir, 'nginx-proxy');
-    fs.mkdirSync(dir, { recursive: true });
-    const workers = this.workers ?? os.cpus().length;
     const conf = `worker_processes ${workers};
 daemon off;
 pid ${dir}/nginx.pid;
@@ -205,25 +162,47 @@ http {
   keepalive_requests 10000000;
   keepalive_timeout 300s;
   client_body_buffer_size 64k;
-  upstream mock { server ${new URL(this.mockUrl).host}; keepalive 256; keepalive_requests 10000000; }
+${httpBlock.replaceAll('$PORT', String(port))}
+}
+`;
+    fs.writeFileSync(path.join(dir, 'nginx.conf'), conf);
+    const nginxBin = fs.existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : 'nginx';
+    const p = this.proc(name, role, nginxBin, ['-p', dir, '-c', path.join(dir, 'nginx.conf')]).start();
+    p.port = port;
+    p.url = `http://127.0.0.1:${port}`;
+    this.extra.push(p);
+    await waitHttp(p, `${p.url}/`, 'any');
+    return p;
+  }
+
+  // nginx from Debian answering every chat request with the canned body (non-streaming).
+  async startNginx(cannedBody) {
+    this.nginx = await this.startNginxProc('nginx', 'mock', 1, `  server {
+    listen 127.0.0.1:$PORT reuseport;
+    location / {
+      default_type application/json;
+      return 200 '${cannedBody.replace(/'/g, "\\'")}';
+    }
+  }`);
+    return this.nginx;
+  }
+
+  // nginx from Debian as a plain reverse proxy in front of the mock (keep-alive upstream connections,
+  // no buffering, so streamed events pass as they come): the cost of one more HTTP hop on this VM,
+  // measured in the same rounds as Tollgate, which has to pay at least that much. As many workers as
+  // the dataplane has threads.
+  async startNginxProxy() {
+    this.nginxProxy = await this.startNginxProc('nginx-proxy', 'dp', this.workers ?? os.cpus().length,
+      `  upstream mock { server ${new URL(this.mockUrl).host}; keepalive 256; keepalive_requests 10000000; }
   server {
-    listen 127.0.0.1:${port} reuseport;
+    listen 127.0.0.1:$PORT reuseport;
     location / {
       proxy_pass http://mock;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_buffering off;
     }
-  }
-}
-`;
-    fs.writeFileSync(path.join(dir, 'nginx.conf'), conf);
-    const nginxBin = fs.existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : 'nginx';
-    this.nginxProxy = this.proc('nginx-proxy', 'dp', nginxBin, ['-p', dir, '-c', path.join(dir, 'nginx.conf')]).start();
-    this.nginxProxy.port = port;
-    this.nginxProxy.url = `http://127.0.0.1:${port}`;
-    this.extra.push(this.nginxProxy);
-    await waitHttp(this.nginxProxy, `${this.nginxProxy.url}/`, 'any');
+  }`);
     return this.nginxProxy;
   }
 
