@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <curl/curl.h>
+#include <nng/nng.h>
 #include "config/sync.h"
 #include "ingress/ingress.h"
 #include "routing/routing.h"
@@ -187,5 +188,9 @@ main(int argc, char **argv)
     dp_obs_shutdown(5000); /* the last spans, bounded */
     dp_snapshot_unpublish();
     curl_global_cleanup();
+    /* nng_close hands a socket's pipes to NNG's reaper thread, which may still hold the last request
+     * sent (a reference kept until its write completes); nng_fini waits for it, so nothing is left
+     * behind at exit (LeakSanitizer saw one such usage batch once) */
+    nng_fini();
     return 0;
 }
