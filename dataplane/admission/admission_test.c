@@ -67,6 +67,43 @@ test_exhausted_gives_back(void **state)
     assert_int_equal(dp_allowance_collect(a, 5, 0, &ask), 1);
     assert_int_equal(ask.release, 30);
     assert_int_equal(ask.epoch, 1);
+    /* the ask could not be sent: the next one carries the release again, once */
+    dp_allowance_ask_done(a);
+    dp_allowance_unsend(a, &ask);
+    assert_int_equal(dp_allowance_collect(a, 5, 0, &ask), 1);
+    assert_int_equal(ask.release, 30);
+    assert_int_equal(dp_allowance_collect(a, 5, 0, &ask), 0);
+}
+
+/* An idle dataplane holding free slots learns at a renewal that nothing is left elsewhere: it gives them
+ * back at once rather than renewing them while another dataplane is refused. */
+static void
+test_renewal_gives_back_when_none_left(void **state)
+{
+    (void)state;
+    dp_allowance_t *a = dp_allowance_get("00000000-0000-0000-0000-00000000000d", DP_LEASE_CONCURRENT);
+    grant(a, 2, 1); /* one slot was still free elsewhere when these two were granted */
+    dp_lease_t *l1, *l2;
+    assert_int_equal(dp_allowance_reserve(a, 5, 1, &l1), DP_RESERVE_OK);
+    assert_int_equal(dp_allowance_reserve(a, 5, 1, &l2), DP_RESERVE_OK);
+    assert_int_equal(dp_allowance_settle(l1, 1, 0), 0); /* others may still have slots: kept */
+    /* a renewal that finds some left elsewhere changes nothing */
+    assert_int_equal(dp_allowance_apply(a, 0, FAR_FUTURE, 1, 0, 1, 3, FAR_FUTURE, -1), 0);
+    assert_int_equal(a->leases->granted, 2);
+    /* one that finds none left: the free slot goes back, the one in use stays */
+    assert_int_equal(dp_allowance_apply(a, 0, FAR_FUTURE, 1, 0, 0, 3, FAR_FUTURE, -1), 1);
+    assert_int_equal(a->leases->granted, 1);
+    assert_int_equal(a->leases->release_pending, 1);
+    dp_allowance_ask_t ask;
+    assert_int_equal(dp_allowance_collect(a, 5, 0, &ask), 1);
+    assert_int_equal(ask.release, 1);
+    /* the request still running gives its slot back when it ends */
+    assert_int_equal(dp_allowance_settle(l2, 1, 0), 1);
+    assert_int_equal(a->leases->granted, 0);
+    /* a grant that met a need keeps what it brought even when it was the last */
+    assert_int_equal(dp_allowance_reserve(a, 5, 1, &l1), DP_RESERVE_WAIT);
+    assert_int_equal(dp_allowance_apply(a, 0, FAR_FUTURE, 1, 1, 0, 3, FAR_FUTURE, 1), 0);
+    assert_int_equal(dp_allowance_reserve(a, 5, 1, &l1), DP_RESERVE_OK);
 }
 
 static void
@@ -391,6 +428,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reserve_settle),
         cmocka_unit_test(test_exhausted_gives_back),
+        cmocka_unit_test(test_renewal_gives_back_when_none_left),
         cmocka_unit_test(test_period_and_expiry),
         cmocka_unit_test(test_no_second_ask_in_flight),
         cmocka_unit_test(test_concurrent_never_exceed),

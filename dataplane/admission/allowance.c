@@ -240,7 +240,14 @@ dp_allowance_apply(dp_allowance_t *a, int64_t period_start_ms, int64_t period_en
         gave = give_back(l); /* too little to serve a request here: let another dataplane combine it */
     } else if (need_met > 0) {
         l->exhausted = 0;
-    } /* < 0: a renewal or a release, not an ask for more: says nothing of what remains */
+    } else if (remaining <= 0 && a->kind != DP_LEASE_REQUESTS && a->kind != DP_LEASE_TOKENS && newest_of_period(a, l)) {
+        /* nothing was waiting for this answer, and nothing is left elsewhere: what sits free here goes
+         * back now. Settlement gives back too, but only when a request ends here, and an ask ahead of
+         * need can land after the last one did: an idle dataplane would keep renewing slots or budget
+         * that another dataplane is refused meanwhile. (A rate window's allowance lapses with its window
+         * anyway, and giving back a prefetched next window would only undo the prefetch.) */
+        gave = give_back(l);
+    }
     a->need = 0;
     /* Leases nobody holds any more are done when they are superseded: another epoch of the same
      * period, or a period older than the newest one's predecessor (the current window stays while its
@@ -290,6 +297,18 @@ dp_allowance_collect(dp_allowance_t *a, int64_t now_ms, int64_t renew_before_ms,
     int any = ret->want > 0 || ret->need > 0 || ret->release > 0 || renew;
     pthread_mutex_unlock(&a->mu);
     return any;
+}
+
+void
+dp_allowance_unsend(dp_allowance_t *a, const dp_allowance_ask_t *ask)
+{
+    pthread_mutex_lock(&a->mu);
+    for (dp_lease_t *l = a->leases; l != NULL; l = l->next)
+        if (l->period_start_ms == ask->period_start_ms && l->epoch == ask->epoch) {
+            l->release_pending += ask->release;
+            break;
+        }
+    pthread_mutex_unlock(&a->mu);
 }
 
 void

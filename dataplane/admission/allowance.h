@@ -82,8 +82,9 @@ int dp_allowance_settle(dp_lease_t *l, int64_t reserved, int64_t actual);
 
 /* A grant from the control plane (lease.c): the period and epoch it is for, what it added, what remains
  * globally, when it expires (already converted to this process's clock, margin applied). need_met: 1 the
- * grant covered the amount that was needed, 0 it did not (exhausted), -1 the ask asked for nothing more
- * (a renewal or a release). 1 when it gave allowance back (to be sent at once). */
+ * grant covered the amount that was needed, 0 it did not (exhausted), -1 no request was waiting for it
+ * (a renewal, a release, an ask ahead of need; budgets and slots: when nothing remains globally, what
+ * is free here is given back). 1 when it gave allowance back (to be sent at once). */
 int dp_allowance_apply(dp_allowance_t *a, int64_t period_start_ms, int64_t period_end_ms, uint64_t epoch,
                        int64_t granted, int64_t remaining, int64_t limit, int64_t usable_until_ms, int need_met);
 
@@ -106,6 +107,11 @@ int dp_allowance_collect(dp_allowance_t *a, int64_t now_ms, int64_t renew_before
  * row. The lease is used only once its window has begun, so the first request of a window finds
  * allowance already here instead of waiting a round trip. 1 when there is an ask. */
 int dp_allowance_collect_next(dp_allowance_t *a, int64_t now_ms, int64_t lead_ms, dp_allowance_ask_t *ret);
+
+/* The ask collected for `a` never left this process (the send failed): what it gave back is pending
+ * again, for the next exchange. Only then: an ask that was sent may have been applied even when its
+ * answer was lost, and a release applied twice would free allowance still in use. */
+void dp_allowance_unsend(dp_allowance_t *a, const dp_allowance_ask_t *ask);
 
 /* The ask collected for `a` was answered (after dp_allowance_apply) or lost: admission may ask again.
  * Until then a request that does not fit waits for the answer instead of asking a second time, which

@@ -50,7 +50,7 @@ kick(void)
 
 /* 1 when something was given back and should be sent at once. */
 static int
-apply_grant(const Tollgate__LeaseGrant *g, const int64_t *needs, const int *asked, dp_allowance_t **slots, size_t n)
+apply_grant(const Tollgate__LeaseGrant *g, const int64_t *needs, dp_allowance_t **slots, size_t n)
 {
     int again = 0;
     int64_t now = tg_clock_now_ms();
@@ -61,7 +61,7 @@ apply_grant(const Tollgate__LeaseGrant *g, const int64_t *needs, const int *aske
             continue;
         int64_t usable_until = now + (ls->expires_ms - g->now_ms);
         again |= dp_allowance_apply(a, ls->period_start_ms, ls->period_end_ms, ls->epoch, ls->granted, ls->remaining,
-                                    ls->limit, usable_until, asked[i] ? ls->granted >= needs[i] : -1);
+                                    ls->limit, usable_until, needs[i] > 0 ? ls->granted >= needs[i] : -1);
         if (a->kind == DP_LEASE_BUDGET)
             dp_allowance_set_settled(a, ls->period_start_ms, ls->settled);
         if (ls->granted > 0 || needs[i] > 0)
@@ -87,8 +87,7 @@ exchange(int final)
     static Tollgate__LeaseAsk asks[MAX_ASKS];
     static Tollgate__LeaseAsk *ptrs[MAX_ASKS];
     static dp_allowance_t *slots[MAX_ASKS];
-    static int64_t needs[MAX_ASKS];
-    static int asked[MAX_ASKS]; /* asked for more: the answer says whether the limit is exhausted */
+    static int64_t needs[MAX_ASKS]; /* what parked requests need: the answer says whether the limit is exhausted */
     size_t n = 0;
     for (dp_allowance_t *a = dp_allowance_first(); a != NULL && n + 2 <= MAX_ASKS; a = a->next_all) {
         dp_allowance_ask_t ask[2];
@@ -113,7 +112,6 @@ exchange(int final)
             ptrs[n] = &asks[n];
             slots[n] = a;
             needs[n] = ask[j].need;
-            asked[n] = ask[j].want > 0 || ask[j].need > 0;
         }
     }
     if (n == 0)
@@ -125,12 +123,19 @@ exchange(int final)
     rq.asks = ptrs;
     uint32_t type = final ? TOLLGATE__MSG_TYPE__MSG_LEASE_RELEASE : TOLLGATE__MSG_TYPE__MSG_LEASE_REQUEST;
     int rv = tg_wire_send(st.req, &dp_config.wire_key, type, &rq.base, 0);
+    if (rv != 0) /* never sent: what it gave back goes with the next exchange */
+        for (size_t i = 0; i < n; i++)
+            if (asks[i].release > 0)
+                dp_allowance_unsend(slots[i], &(dp_allowance_ask_t){.period_start_ms = asks[i].period_start_ms,
+                                                                    .epoch = asks[i].epoch,
+                                                                    .release = asks[i].release});
     tg_wire_msg_t reply;
     if (rv == 0)
         rv = tg_wire_recv(st.req, &dp_config.wire_key, &reply, 0);
     if (rv != 0) {
-        /* what we meant to give back stays with the control plane as outstanding: never an overspend,
-         * only an allowance stranded until the lease expires */
+        /* sent but unanswered: what we gave back may or may not have been applied, so it stays with the
+         * control plane as outstanding: never an overspend, only an allowance stranded until the lease
+         * expires */
         tg_warn("dp.lease.failed", "asks=%zu error=\"%s\"", n, nng_strerror(rv));
         asks_done(slots, n); /* parked requests ask again, their wait bounded by the timer */
         return -1;
@@ -139,7 +144,7 @@ exchange(int final)
     if (reply.type == TOLLGATE__MSG_TYPE__MSG_LEASE_GRANT) {
         Tollgate__LeaseGrant *g = tollgate__lease_grant__unpack(NULL, reply.len, reply.payload);
         if (g != NULL) {
-            ok = apply_grant(g, needs, asked, slots, n);
+            ok = apply_grant(g, needs, slots, n);
             tollgate__lease_grant__free_unpacked(g, NULL);
         }
     } else if (reply.type == TOLLGATE__MSG_TYPE__MSG_ERROR) {

@@ -308,8 +308,14 @@ describe('a concurrency limit across 2 dataplanes', () => {
     // leaked slot would leave none after N). A dataplane believes a refusal for 200 ms: retry past it.
     for (let j = 0; j < 2 * N; j++) {
       const dp = dps[j % dps.length];
-      await waitFor(async () => (await c.chat(dp, key.key, quick)).status === 200, 5000,
-        { intervalMs: 100, what: `sequential request ${j} on dataplane ${dp}` });
+      let last;
+      await waitFor(async () => (last = await c.chat(dp, key.key, quick)).status === 200, 5000,
+        { intervalMs: 100, what: `sequential request ${j} on dataplane ${dp}` })
+        .catch((err) => {
+          const leases = [c.controlplane, ...c.dataplanes].map((p) => p.logTail(400).split('\n').filter((x) => /lease/.test(x)).slice(-5));
+          throw new Error(`${err.message}; last answer ${last?.status} ${last?.text}; lease log lines: ` +
+            JSON.stringify(leases));
+        });
     }
     // and a second burst is limited the same way
     const again = await burst(2 * N);
@@ -545,8 +551,17 @@ describe('periods and expiry on the controllable clock', () => {
       assert.equal(res.status, 200, res.text);
       ok++;
     }
+    // The first 402 may leave crumbs held elsewhere; the next renewal pools them, which can fit one
+    // more request. Then every dataplane refuses, and the day held no more than its budget allows.
+    for (let i = 0; i < N_DP; i++) {
+      await waitFor(async () => {
+        const res = await c.chat(i, key.key, costly());
+        if (res.status === 200) ok++;
+        else assert.equal(res.status, 402, res.text);
+        return res.status === 402;
+      }, 5000, { what: `dataplane ${i} to refuse the spent day` });
+    }
     assert.ok(ok >= 2 && ok <= 3, `${ok} requests fit in the day`);
-    assert.equal((await c.chat(0, key.key, costly())).status, 402);
 
     // the next day in Tokyo: the periods' starts are Tokyo midnights
     const [{ ms }] = await c.sql(
