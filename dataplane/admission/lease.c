@@ -23,6 +23,7 @@
 #include "tollgate/log.h"
 
 #define TICK_MS             250
+#define IDLE_TICK_MS        10000 /* no limit known: nothing to renew; an ask kicks the thread anyway */
 #define RENEW_BEFORE_MS     4000
 #define NEXT_WINDOW_LEAD_MS 500 /* ask for a rate window's successor this long before it starts (at most half) */
 #define MAX_ASKS            4096
@@ -184,7 +185,9 @@ lease_main(void *arg)
         if (!st.kick && !st.stop) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            int64_t wait_ms = failures > 0 ? (failures < 4 ? 100 << failures : 1000) : TICK_MS;
+            int64_t wait_ms = failures > 0                   ? (failures < 4 ? 100 << failures : 1000)
+                              : dp_allowance_first() != NULL ? TICK_MS
+                                                             : IDLE_TICK_MS;
             ts.tv_nsec += (wait_ms % 1000) * 1000000;
             ts.tv_sec += wait_ms / 1000 + ts.tv_nsec / 1000000000;
             ts.tv_nsec %= 1000000000;

@@ -4,8 +4,9 @@
  * Key deltas are applied only on top of the version they were made from; while a fetch is pending they
  * are dropped (the fetched snapshot is newer than any of them, or the next heartbeat says otherwise).
  *
- * The loop waits on the SUB socket with a short receive timeout, so that a pending fetch, a retry
- * backoff or a stop request is noticed within ~100 ms without any cross-thread wakeup machinery.
+ * The loop waits on the SUB socket: until the next retry while a fetch is pending, otherwise for
+ * IDLE_WAIT_MS (the control plane's heartbeats arrive sooner), so an idle dataplane does not wake ten
+ * times a second for nothing. A stop closes the SUB socket, which ends a waiting receive at once.
  *
  * Several control-plane replicas: TOLLGATE_CP_PUB_URL / TOLLGATE_CP_REP_URL may list one address per
  * replica, comma-separated, and each socket gets one dialer per address. Only the leader listens, so at
@@ -120,10 +121,27 @@ fetch(void)
     return ok;
 }
 
+#define IDLE_WAIT_MS 2000
+
+/* The receive timeout for this turn: what is left of a retry backoff, or idle. */
+static void
+set_wait(int need_fetch, uint64_t next_fetch_ns, int *current_ms)
+{
+    int ms = IDLE_WAIT_MS;
+    if (need_fetch) {
+        uint64_t now = tg_mono_ns();
+        ms = next_fetch_ns > now ? (int)((next_fetch_ns - now) / 1000000) + 1 : 1;
+        if (ms > IDLE_WAIT_MS)
+            ms = IDLE_WAIT_MS;
+    }
+    if (ms != *current_ms && nng_socket_set_ms(sync_state.sub, NNG_OPT_RECVTIMEO, ms) == 0)
+        *current_ms = ms;
+}
+
 static void *
 sync_main(void *arg)
 {
-    int need_fetch = 1, failures = 0;
+    int need_fetch = 1, failures = 0, wait_ms = -1;
     uint64_t next_fetch_ns = 0;
     while (!atomic_load(&sync_state.stop)) {
         uint64_t now = tg_mono_ns();
@@ -141,6 +159,7 @@ sync_main(void *arg)
                 next_fetch_ns = tg_mono_ns() + backoff_ms * 1000000ull;
             }
         }
+        set_wait(need_fetch, next_fetch_ns, &wait_ms);
         tg_wire_msg_t m;
         int rv = tg_wire_recv(sync_state.sub, &dp_config.wire_key, &m, 0);
         if (rv == NNG_ETIMEDOUT)
@@ -222,7 +241,6 @@ dp_sync_start(void)
         return -1;
     }
     nng_socket_set(sync_state.sub, NNG_OPT_SUB_SUBSCRIBE, "", 0);
-    nng_socket_set_ms(sync_state.sub, NNG_OPT_RECVTIMEO, 100);
     nng_socket_set_size(sync_state.sub, NNG_OPT_RECVMAXSZ, TG_WIRE_MAX_MSG);
     nng_socket_set_size(sync_state.req, NNG_OPT_RECVMAXSZ, TG_WIRE_MAX_MSG);
     nng_socket_set_ms(sync_state.req, NNG_OPT_SENDTIMEO, 1000);
@@ -244,7 +262,7 @@ void
 dp_sync_stop(void)
 {
     atomic_store(&sync_state.stop, 1);
+    nng_close(sync_state.sub); /* ends the thread's receive (NNG_ECLOSED) */
     pthread_join(sync_state.thread, NULL);
-    nng_close(sync_state.sub);
     nng_close(sync_state.req);
 }

@@ -214,6 +214,8 @@ record_usage(exchange_t *x, uint32_t status)
     dp_obs_usage(x->obs, &f, t->provider->name);
     if (dp_usage_append(&x->w->usage, &f) != 0)
         tg_error("dp.usage.append_failed", "request_id=%s", x->request_id);
+    else
+        dp_worker_usage_added(x->w);
     dp_admission_settle(&x->adm, f.cost_nanousd, in + out);
 }
 

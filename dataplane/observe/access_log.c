@@ -9,9 +9,10 @@
  * to a pipe or socket, per BATCH_FILE bytes to a regular file (O_APPEND for files we open; Linux
  * writes a regular file under its inode lock, so a write is never split by another one), so lines
  * from several workers never interleave and a busy worker makes one system call per several
- * requests (per ~100 to a file) instead of one per request. The buffer is written when full, every
- * TOLLGATE_ACCESS_LOG_FLUSH_MS (the worker's timer) and when the worker stops (SIGTERM loses no line). A
- * failed or short write is counted (tollgate_access_log_write_failures_total), never retried.
+ * requests (per ~100 to a file) instead of one per request. The buffer is written when full,
+ * TOLLGATE_ACCESS_LOG_FLUSH_MS after a line starts waiting (the worker's timer, armed only then, so an
+ * idle worker never wakes for the log) and when the worker stops (SIGTERM loses no line). A failed or
+ * short write is counted (tollgate_access_log_write_failures_total), never retried.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -293,6 +294,20 @@ dp_access_log_peer(h2o_req_t *req, char out[64])
  * pipe (stderr under a log collector) keeps whole, so lines of different workers never interleave; a longer line
  * (log_content) goes out alone, at once. */
 static __thread tg_buf_t lines;
+static __thread uv_timer_t *flush_timer; /* the calling worker's; NULL: flushed only by the worker itself */
+
+static void
+on_flush_timer(uv_timer_t *t)
+{
+    (void)t;
+    dp_access_log_flush(0);
+}
+
+void
+dp_access_log_set_timer(uv_timer_t *t)
+{
+    flush_timer = t;
+}
 
 static void
 write_out(const char *p, size_t len)
@@ -312,8 +327,11 @@ dp_access_log_write(const dp_obs_t *o, int64_t end_unix_ns, uint64_t total_ns)
         dp_obs_count_log_failure();
         return;
     }
-    if (lines.len <= batch && flush_ms > 0)
+    if (lines.len <= batch && flush_ms > 0) {
+        if (flush_timer != NULL && !uv_is_active((uv_handle_t *)flush_timer))
+            uv_timer_start(flush_timer, on_flush_timer, (uint64_t)flush_ms, 0);
         return;
+    }
     if (mark > 0) {
         /* the earlier lines first, then the new one moves to the front */
         write_out(lines.base, mark);

@@ -134,9 +134,12 @@ void dp_obs_note_error(h2o_req_t *req, int status, const char *code);
 int dp_obs_ops_authorized(h2o_req_t *req);
 int dp_obs_metrics_handle(h2o_req_t *req);
 
-/* How long access log lines may wait in a worker thread (TOLLGATE_ACCESS_LOG_FLUSH_MS): the worker's
- * timer period for dp_access_log_flush. 0: lines are written at once (or the log is off). */
+/* How long access log lines may wait in a worker thread (TOLLGATE_ACCESS_LOG_FLUSH_MS). 0: lines are
+ * written at once (or the log is off). */
 int dp_access_log_flush_ms(void);
+/* The calling worker thread's flush timer (initialised on its loop), started when a line is left
+ * waiting; NULL before the worker closes it. */
+void dp_access_log_set_timer(uv_timer_t *t);
 /* Writes the calling worker thread's waiting access log lines; release: also frees its buffer (the
  * worker is stopping). */
 void dp_access_log_flush(int release);

@@ -81,12 +81,15 @@ on_usage_timer(uv_timer_t *t)
 {
     dp_worker_t *w = t->data;
     dp_usage_flush(&w->usage);
+    if (w->usage.count > 0) /* could not be handed over (out of memory): try again later */
+        dp_worker_usage_added(w);
 }
 
-static void
-on_log_timer(uv_timer_t *t)
+void
+dp_worker_usage_added(dp_worker_t *w)
 {
-    dp_access_log_flush(0);
+    if (!uv_is_active((uv_handle_t *)&w->usage_timer))
+        uv_timer_start(&w->usage_timer, on_usage_timer, dp_config.usage_flush_ms, 0);
 }
 
 static void
@@ -119,6 +122,7 @@ teardown(dp_worker_t *w)
     w->admission = NULL;
     uv_timer_stop(&w->usage_timer);
     uv_close((uv_handle_t *)&w->usage_timer, NULL);
+    dp_access_log_set_timer(NULL);
     uv_timer_stop(&w->log_timer);
     uv_close((uv_handle_t *)&w->log_timer, NULL);
     dp_upstream_free(w->upstream);
@@ -147,6 +151,7 @@ worker_main(void *arg)
 {
     dp_worker_t *w = arg;
     shrink_socket_buffers();
+    dp_access_log_set_timer(&w->log_timer); /* per thread: set here, on the worker's own thread */
     uv_run(&w->loop, UV_RUN_DEFAULT);
     teardown(w);
     return NULL;
@@ -169,12 +174,11 @@ dp_worker_start(dp_worker_t *w, int id, h2o_globalconf_t *conf)
     if ((w->admission = dp_admission_worker_new(&w->loop)) == NULL)
         return -1;
     w->wakeup.data = w;
+    /* both timers run only while something waits: an idle worker sleeps (dp_worker_usage_added, the
+     * access log) */
     uv_timer_init(&w->loop, &w->usage_timer);
     w->usage_timer.data = w;
-    uv_timer_start(&w->usage_timer, on_usage_timer, dp_config.usage_flush_ms, dp_config.usage_flush_ms);
     uv_timer_init(&w->loop, &w->log_timer);
-    if (dp_access_log_flush_ms() > 0)
-        uv_timer_start(&w->log_timer, on_log_timer, dp_access_log_flush_ms(), dp_access_log_flush_ms());
     if ((rv = open_listener(w)) != 0) {
         tg_error("dp.listen_failed", "address=%s error=%s", dp_config.listen, uv_strerror(rv));
         return -1;

@@ -46,8 +46,8 @@ typedef struct dp_worker {
     uv_loop_t loop;
     uv_tcp_t listener;
     uv_async_t wakeup;
-    uv_timer_t usage_timer;
-    uv_timer_t log_timer; /* writes the access log lines waiting in this thread */
+    uv_timer_t usage_timer; /* one-shot: started by the first record of a batch */
+    uv_timer_t log_timer;   /* one-shot: writes the access log lines waiting in this thread */
     h2o_context_t ctx;
     h2o_accept_ctx_t accept_ctx;
     dp_upstream_t *upstream;
@@ -66,6 +66,8 @@ int dp_worker_start(dp_worker_t *w, int id, h2o_globalconf_t *conf);
 /* Asks the worker to stop accepting (DRAIN) or to exit its loop (STOP), from any thread. */
 void dp_worker_command(dp_worker_t *w, int command);
 void dp_worker_join(dp_worker_t *w);
+/* A usage record was appended to w->usage (worker thread): the batch goes out within the flush interval. */
+void dp_worker_usage_added(dp_worker_t *w);
 
 /* The newest snapshot, refreshed from the published one when it changed. NULL before the first. */
 dp_snapshot_t *dp_worker_snapshot(dp_worker_t *w);
