@@ -100,7 +100,7 @@ try {
     const lines = c.logText('controlplane').split('\n').filter((l) => l.includes('cp.usage.stored')).slice(before);
     const phases = {};
     for (const l of lines) {
-      for (const m of l.matchAll(/ (begin|copy|rollup|settle|commit|ms)=([\d.]+)/g)) (phases[m[1]] ??= []).push(Number(m[2]));
+      for (const m of l.matchAll(/ (encode|begin|copy|prep|rollup|settle|commit|ms)=([\d.]+)/g)) (phases[m[1]] ??= []).push(Number(m[2]));
     }
     const row = { label, records: r.records, records_per_s: Math.round(r.records_per_s),
       cp_us_per_record: +(cp / 1000 / r.records).toFixed(2), pg_us_per_record: +(pgc / 1000 / r.records).toFixed(2),

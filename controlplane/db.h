@@ -65,6 +65,32 @@ int cp_db_query(cp_db_t *db, PGresult **ret_res, const char *sql, int nparams, c
 /* Same, for statements whose result is not needed. */
 int cp_db_exec(cp_db_t *db, const char *sql, int nparams, const char *const *values);
 
+/*
+ * One statement for cp_db_pipeline(). `values` are text parameters owned by whoever built the statement
+ * (cp_db_stmt_free() frees the ones marked owned); sql == NULL means nothing to send.
+ */
+#define CP_DB_STMT_MAXPARAMS 16
+typedef struct cp_db_stmt {
+    const char *sql;
+    int nparams;
+    const char *values[CP_DB_STMT_MAXPARAMS];
+    char *owned[CP_DB_STMT_MAXPARAMS]; /* heap buffers behind values, freed by cp_db_stmt_free() */
+} cp_db_stmt_t;
+
+void cp_db_stmt_free(cp_db_stmt_t *stmt);
+
+/*
+ * Sends the n statements in one round trip (libpq pipeline mode: every statement, then one sync) and
+ * reads their results into results[0..n-1] (the caller PQclear()s each; NULL where none came). Returns 0
+ * when every statement succeeded (COMMAND_OK or TUPLES_OK); -1 otherwise: the failed statement's result
+ * holds its error and the ones after it PGRES_PIPELINE_ABORTED, and a transaction opened before is then
+ * in failed state (the caller sends ROLLBACK). A broken connection is noticed here, the connection
+ * dropped and a reconnect scheduled, as in cp_db_query(). Statements with sql == NULL are skipped (their
+ * result stays NULL). Without a BEGIN before them the statements of one call form one implicit
+ * transaction, as PostgreSQL treats everything up to a sync.
+ */
+int cp_db_pipeline(cp_db_t *db, const cp_db_stmt_t *stmts, int n, PGresult **results);
+
 /* The SQLSTATE of a failed result ("" when none), and a one-line message for logs. */
 const char *cp_db_sqlstate(const PGresult *res);
 const char *cp_db_errmsg(cp_db_t *db, const PGresult *res);
