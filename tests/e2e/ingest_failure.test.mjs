@@ -7,7 +7,9 @@
 // raises, installed by the test:
 //   - usage_batches insert (round trip 1), usage_events COPY (round trip 2),
 //   - the rollup upsert and the settlement (the pipeline, before COMMIT),
-//   - COMMIT itself (a deferred constraint trigger: COMMIT answers an error, the transaction is gone).
+//   - COMMIT itself (a deferred constraint trigger: COMMIT answers an error, the transaction is gone),
+//   - the connection itself, in the middle of the pipeline (the rollup trigger terminates its own
+//     backend): the control plane drops the connection, reconnects, and stores the resent batch once.
 // Batches are sent by tg-ingest-bench (bench/ingest/ingest_bench.c), which plays a dataplane's usage
 // shipper and reports whether the control plane acknowledged each batch.
 import { after, before, test } from 'node:test';
@@ -15,7 +17,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { BUILD, startCluster } from './harness.mjs';
+import { BUILD, sleep, startCluster } from './harness.mjs';
 
 const DRIVER = path.join(BUILD, 'bench/tg-ingest-bench');
 const START = Date.UTC(2026, 9, 14, 10, 30); // mid-month, mid-hour: one budget period, one rollup hour
@@ -64,6 +66,8 @@ before(async () => {
     hard_usd: '1000000000' });
   await c.sql(`CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN RAISE EXCEPTION 'test_refuse: % on %', TG_OP, TG_TABLE_NAME; END $$`);
+  await c.sql(`CREATE FUNCTION test_hang_up() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+      BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(5); RETURN NEW; END $$`);
 });
 
 after(async () => {
@@ -82,9 +86,12 @@ const cases = [
   ['COMMIT (a deferred constraint)', 'usage_batches',
     `CREATE CONSTRAINT TRIGGER test_refuse AFTER INSERT ON usage_batches DEFERRABLE INITIALLY DEFERRED
        FOR EACH ROW EXECUTE FUNCTION test_refuse()`],
+  ['a connection lost in the pipeline', 'usage_rollups_hourly',
+    'CREATE TRIGGER test_refuse BEFORE INSERT OR UPDATE ON usage_rollups_hourly FOR EACH ROW EXECUTE FUNCTION test_hang_up()',
+    'cp\\.db\\.lost'],
 ];
 
-cases.forEach(([what, table, ddl], i) => {
+cases.forEach(([what, table, ddl, logged], i) => {
   test(`a batch that fails at ${what} stores nothing, is not acknowledged, and is stored once when resent`, async () => {
     const instance = `fail-${i}`;
     await c.sql(ddl);
@@ -99,12 +106,23 @@ cases.forEach(([what, table, ddl], i) => {
     }
     // it failed where the test made it fail, and left nothing behind
     const log = cpLog().slice(logBefore);
-    assert.match(log, new RegExp(`cp\\.usage\\.rejected instance=${instance} .*test_refuse: \\w+ on ${table}`));
+    if (logged) {
+      assert.match(log, new RegExp(`cp\\.usage\\.rejected instance=${instance} `));
+      assert.match(log, new RegExp(logged));
+    } else {
+      assert.match(log, new RegExp(`cp\\.usage\\.rejected instance=${instance} .*test_refuse: \\w+ on ${table}`));
+    }
     assert.deepEqual(await footprint(), before);
 
-    // the same batch again, the trigger gone: stored once; and once more: a duplicate, acknowledged
+    // the same batch again, the trigger gone: stored once; and once more: a duplicate, acknowledged.
+    // After a lost connection the control plane answers "database unavailable" until it has
+    // reconnected (backoff from 250 ms): a few bounded retries, as a dataplane's shipper would.
     for (let round = 0; round < 2; round++) {
-      const r = send(instance);
+      let r = send(instance);
+      for (let tries = 0; logged && r.failed_batches && tries < 40; tries++) {
+        await sleep(250);
+        r = send(instance);
+      }
       assert.equal(r.failed_batches, 0);
       assert.equal(r.records, RECORDS);
     }
