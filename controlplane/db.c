@@ -254,6 +254,7 @@ cp_db_pipeline(cp_db_t *db, const cp_db_stmt_t *stmts, int n, PGresult **results
         return -1;
     PGconn *conn = db->conn;
     int rv = 0, sent = 0;
+    /* fails only if the connection is not idle: a state no caller leaves it in, so reset it */
     if (!PQenterPipelineMode(conn))
         goto broken;
     for (int i = 0; i < n; i++) {

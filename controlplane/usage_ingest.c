@@ -230,6 +230,11 @@ drain(cp_t *cp, const char *what, char *ret_err, size_t errsz)
     PGresult *res;
     int rv = 0;
     while ((res = PQgetResult(conn)) != NULL) {
+        /* not expected here, but libpq would return COPY IN forever: end that COPY as failed */
+        if (PQresultStatus(res) == PGRES_COPY_IN && PQputCopyEnd(conn, "not expected") != 1) {
+            PQclear(res);
+            return -1;
+        }
         if (PQresultStatus(res) != PGRES_COMMAND_OK && rv == 0) {
             if (ret_err != NULL)
                 snprintf(ret_err, errsz, "%s: %s", what, cp_db_errmsg(&cp->db, res));
