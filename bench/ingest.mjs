@@ -2,7 +2,8 @@
 // ingestion").
 //
 //   node bench/ingest.mjs            (TOLLGATE_BUILD, INGEST_BATCHES (200), INGEST_RECORDS (2000),
-//                                     INGEST_KEYS (20), INGEST_ROUNDS (3), INGEST_CP_BIN, INGEST_MIGRATIONS)
+//                                     INGEST_KEYS (20), INGEST_ROUNDS (3), INGEST_CP_BIN, INGEST_MIGRATIONS,
+//                                     INGEST_STRACE=1: round trips per batch, counted with strace)
 //
 // Starts PostgreSQL and the control plane (no dataplane, no mock traffic), seeds a tenant with two
 // teams and INGEST_KEYS keys, and drives tg-ingest-bench (signed UsageBatches over the REP socket, one
@@ -70,6 +71,59 @@ try {
       return [];
     }
   };
+  // n batches of RECORDS records from the driver, sequence numbers continuing; its JSON report
+  function drive(n) {
+    const out = execFileSync(driver, ['--url', c.cpEnv.TOLLGATE_CP_REP_URL, '--secret', c.clusterSecret,
+      '--instance', 'ingest-bench', '--tenant', tenant, '--keys', keys.join(','),
+      '--teams', keys.map((_, i) => teams[i % 2]).join(','), '--provider', seeded.provider.id,
+      '--batches', String(n), '--records', String(RECORDS), '--first-seq', String(seq)],
+    { encoding: 'utf8', timeout: 600000 });
+    seq += n;
+    return JSON.parse(out.trim());
+  }
+
+  // INGEST_STRACE=1: PostgreSQL round trips per batch, counted rather than guessed. strace of the
+  // control plane's sendto/recvfrom (libpq's send()/recv(); NNG and libuv use other calls) over 20
+  // batches. A round trip is a flight of sends on one socket answered by a receive that returned data;
+  // a batch's are those from the flight that sends its BEGIN to the one that sends its COMMIT (the
+  // control plane's other queries, e.g. the leader's heartbeat on its own connection, fall outside).
+  async function roundTrips(label) {
+    const out = path.join(ROOT, `var/ingest-strace-${label.replace(/\W+/g, '_')}.txt`);
+    fs.mkdirSync(path.dirname(out), { recursive: true });
+    const st = spawn('strace', ['-f', '-s', '1000000', '-e', 'trace=sendto,recvfrom', '-o', out,
+      '-p', String(c.controlplane.pid)], { stdio: 'ignore' });
+    await new Promise((r) => setTimeout(r, 1000));
+    const n = 20;
+    drive(n);
+    st.kill('SIGINT');
+    await new Promise((r) => st.on('exit', r));
+    const sent = new Map(); // fd -> what was sent since its last answer
+    let inBatch = false;
+    let rts = 0;
+    let batches = 0;
+    for (const l of fs.readFileSync(out, 'utf8').split('\n')) {
+      const m = l.match(/(sendto|recvfrom)\((\d+), (.*)\) += (-?\d+)/);
+      if (!m || Number(m[4]) <= 0) continue;
+      if (m[1] === 'sendto') {
+        sent.set(m[2], (sent.get(m[2]) ?? '') + m[3]);
+        continue;
+      }
+      const flight = sent.get(m[2]);
+      if (flight === undefined) continue;
+      sent.delete(m[2]);
+      if (!inBatch && /BEGIN/.test(flight)) inBatch = true;
+      if (!inBatch) continue;
+      rts++;
+      if (/COMMIT/.test(flight)) {
+        inBatch = false;
+        batches++;
+      }
+    }
+    const row = { label: `round trips (${label})`, batches, round_trips_per_batch: +(rts / Math.max(batches, 1)).toFixed(2) };
+    results.push(row);
+    console.log(JSON.stringify(row));
+  }
+
   let nrun = 0;
   async function run(label) {
     let perf = null;
@@ -83,13 +137,7 @@ try {
     const before = stored();
     const cp0 = cpuNs(c.controlplane.pid);
     const pg0 = cpuNsTree(c.pgPid);
-    const out = execFileSync(driver, ['--url', c.cpEnv.TOLLGATE_CP_REP_URL, '--secret', c.clusterSecret,
-      '--instance', 'ingest-bench', '--tenant', tenant, '--keys', keys.join(','),
-      '--teams', keys.map((_, i) => teams[i % 2]).join(','), '--provider', seeded.provider.id,
-      '--batches', String(BATCHES), '--records', String(RECORDS), '--first-seq', String(seq)],
-    { encoding: 'utf8', timeout: 600000 });
-    seq += BATCHES;
-    const r = JSON.parse(out.trim());
+    const r = drive(BATCHES);
     const cp = cpuNs(c.controlplane.pid) - cp0;
     const pgc = cpuNsTree(c.pgPid) - pg0;
     if (perf) {
@@ -100,10 +148,12 @@ try {
     const lines = c.logText('controlplane').split('\n').filter((l) => l.includes('cp.usage.stored')).slice(before);
     const phases = {};
     for (const l of lines) {
-      for (const m of l.matchAll(/ (begin|copy|rollup|settle|commit|ms)=([\d.]+)/g)) (phases[m[1]] ??= []).push(Number(m[2]));
+      for (const m of l.matchAll(/ (encode|begin|copy|prep|rollup|settle|commit|ms)=([\d.]+)/g)) (phases[m[1]] ??= []).push(Number(m[2]));
     }
     const row = { label, records: r.records, records_per_s: Math.round(r.records_per_s),
+      batches_per_s: +(r.batches / (r.wall_ms / 1000)).toFixed(1),
       cp_us_per_record: +(cp / 1000 / r.records).toFixed(2), pg_us_per_record: +(pgc / 1000 / r.records).toFixed(2),
+      cp_us_per_batch: Math.round(cp / 1000 / r.batches), pg_us_per_batch: Math.round(pgc / 1000 / r.batches),
       batch_ms_p50: Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, +median(v).toFixed(2)])) };
     results.push(row);
     console.log(JSON.stringify(row));
@@ -115,6 +165,7 @@ try {
   // warm-up: caches, plans, the partition of this month
   await run('warm-up');
   results.length = 0;
+  if (process.env.INGEST_STRACE === '1') await roundTrips('no budgets');
   let budgets = false;
   for (let round = 0; round < ROUNDS; round++) {
     if (budgets) {
@@ -133,6 +184,7 @@ try {
     // exactness over this run: the budgets are new, so each one's ledger is this run's records alone
     const costSum = async () => (await c.sql('SELECT coalesce(sum(cost_nanousd), 0)::text AS s FROM usage_events'))[0].s;
     const cost0 = BigInt(await costSum());
+    if (round === 0 && process.env.INGEST_STRACE === '1') await roundTrips('budgets');
     await run('budgets (key + team + tenant)');
     const runCost = (BigInt(await costSum()) - cost0).toString();
     const ledger = await c.sql(`SELECT b.scope, sum(p.settled)::text AS settled FROM allowance_periods p
@@ -167,8 +219,14 @@ try {
   for (const r of results) (byLabel[r.label] ??= []).push(r);
   console.log('\nmedian over rounds:');
   for (const [label, rows] of Object.entries(byLabel)) {
-    console.log(`${label}: ${median(rows.map((r) => r.records_per_s))} records/s, control plane ` +
-      `${median(rows.map((r) => r.cp_us_per_record))} µs + PostgreSQL ${median(rows.map((r) => r.pg_us_per_record))} µs CPU per record`);
+    if (rows[0].round_trips_per_batch !== undefined) {
+      console.log(`${label}: ${rows[0].round_trips_per_batch} per batch`);
+      continue;
+    }
+    const m = (k) => median(rows.map((r) => r[k]));
+    console.log(`${label}: ${m('records_per_s')} records/s, ${m('batches_per_s')} batches/s, control plane ` +
+      `${m('cp_us_per_record')} µs + PostgreSQL ${m('pg_us_per_record')} µs CPU per record, ` +
+      `${m('cp_us_per_batch')} + ${m('pg_us_per_batch')} µs per batch`);
   }
   const dir = path.join(ROOT, 'var/bench', `${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}Z-ingest`);
   fs.mkdirSync(dir, { recursive: true });

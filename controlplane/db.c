@@ -231,6 +231,81 @@ cp_db_exec(cp_db_t *db, const char *sql, int nparams, const char *const *values)
     return rv;
 }
 
+void
+cp_db_stmt_free(cp_db_stmt_t *stmt)
+{
+    for (int i = 0; i < CP_DB_STMT_MAXPARAMS; i++) {
+        free(stmt->owned[i]);
+        stmt->owned[i] = NULL;
+    }
+}
+
+/*
+ * Blocking mode is safe here although the libpq docs advise non-blocking for pipelines: the deadlock
+ * they warn of needs the server to fill its send buffer with results we have not read while we are
+ * still writing, and our pipelines return a few small results.
+ */
+int
+cp_db_pipeline(cp_db_t *db, const cp_db_stmt_t *stmts, int n, PGresult **results)
+{
+    for (int i = 0; i < n; i++)
+        results[i] = NULL;
+    if (db->conn == NULL)
+        return -1;
+    PGconn *conn = db->conn;
+    int rv = 0, sent = 0;
+    /* fails only if the connection is not idle: a state no caller leaves it in, so reset it */
+    if (!PQenterPipelineMode(conn))
+        goto broken;
+    for (int i = 0; i < n; i++) {
+        if (stmts[i].sql == NULL)
+            continue;
+        if (!PQsendQueryParams(conn, stmts[i].sql, stmts[i].nparams, NULL, stmts[i].values, NULL, NULL, 0)) {
+            rv = -1;
+            break;
+        }
+        sent = i + 1;
+    }
+    /* sync even after a failed send, so what was sent is answered and the connection left usable */
+    if (!PQpipelineSync(conn))
+        goto broken;
+    /* each statement's results end with a NULL; the last thing is the sync's PGRES_PIPELINE_SYNC */
+    for (int i = 0; i < sent; i++) {
+        if (stmts[i].sql == NULL)
+            continue;
+        PGresult *r;
+        while ((r = PQgetResult(conn)) != NULL) {
+            if (results[i] == NULL)
+                results[i] = r;
+            else
+                PQclear(r); /* a second result (an error after rows): the first tells what happened */
+        }
+        ExecStatusType st = PQresultStatus(results[i]);
+        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+            rv = -1;
+        if (PQstatus(conn) == CONNECTION_BAD)
+            goto broken;
+    }
+    for (;;) {
+        PGresult *r = PQgetResult(conn);
+        if (r == NULL)
+            goto broken; /* no sync answer: only a broken connection ends the stream without one */
+        int is_sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+        PQclear(r);
+        if (is_sync)
+            break;
+    }
+    if (!PQexitPipelineMode(conn))
+        goto broken;
+    drain_notifies(db);
+    return rv;
+broken:
+    tg_warn("cp.db.lost", "error=\"%s\"", oneline(PQerrorMessage(conn)));
+    drop(db);
+    schedule_retry(db);
+    return -1;
+}
+
 const char *
 cp_db_sqlstate(const PGresult *res)
 {

@@ -2,7 +2,9 @@
  * The control plane's one PostgreSQL connection, driven from the libuv loop thread.
  *
  * Design: queries are synchronous (PQexecParams) on the loop thread; the control plane is not on the
- * request hot path and one connection keeps every write ordered. Between queries the socket is watched
+ * request hot path and one connection keeps every write ordered. Where several statements go together
+ * (a usage batch's), cp_db_pipeline() sends them in one round trip: each round trip is a wake-up of
+ * PostgreSQL and of this loop, which also answers lease asks and snapshot requests. Between queries the socket is watched
  * with a uv_poll_t so that LISTEN/NOTIFY wakes the loop. When the connection breaks (found by a failed
  * query or by PQconsumeInput) it is dropped and re-established with exponential backoff; after every
  * (re)connection `on_connect` runs (migrations, LISTEN, a snapshot rebuild), since notifications sent
@@ -64,6 +66,32 @@ int cp_db_query(cp_db_t *db, PGresult **ret_res, const char *sql, int nparams, c
                 const int *lens, const int *formats);
 /* Same, for statements whose result is not needed. */
 int cp_db_exec(cp_db_t *db, const char *sql, int nparams, const char *const *values);
+
+/*
+ * One statement for cp_db_pipeline(). `values` are text parameters owned by whoever built the statement
+ * (cp_db_stmt_free() frees the ones marked owned); sql == NULL means nothing to send.
+ */
+#define CP_DB_STMT_MAXPARAMS 16
+typedef struct cp_db_stmt {
+    const char *sql;
+    int nparams;
+    const char *values[CP_DB_STMT_MAXPARAMS];
+    char *owned[CP_DB_STMT_MAXPARAMS]; /* heap buffers behind values, freed by cp_db_stmt_free() */
+} cp_db_stmt_t;
+
+void cp_db_stmt_free(cp_db_stmt_t *stmt);
+
+/*
+ * Sends the n statements in one round trip (libpq pipeline mode: every statement, then one sync) and
+ * reads their results into results[0..n-1] (the caller PQclear()s each; NULL where none came). Returns 0
+ * when every statement succeeded (COMMAND_OK or TUPLES_OK); -1 otherwise: the failed statement's result
+ * holds its error and the ones after it PGRES_PIPELINE_ABORTED, and a transaction opened before is then
+ * in failed state (the caller sends ROLLBACK). A broken connection is noticed here, the connection
+ * dropped and a reconnect scheduled, as in cp_db_query(). Statements with sql == NULL are skipped (their
+ * result stays NULL). Without a BEGIN before them the statements of one call form one implicit
+ * transaction, as PostgreSQL treats everything up to a sync.
+ */
+int cp_db_pipeline(cp_db_t *db, const cp_db_stmt_t *stmts, int n, PGresult **results);
 
 /* The SQLSTATE of a failed result ("" when none), and a one-line message for logs. */
 const char *cp_db_sqlstate(const PGresult *res);

@@ -211,9 +211,13 @@ sb_elem(strbuf_t *b, const char *s)
     sb_put(b, "\"", 1);
 }
 
+static const char settle_sql[] = "SELECT o_limit::text, o_settled, o_soft, o_hard FROM tollgate_settle($1, $2::uuid[],"
+                                 " $3::text[], $4::bigint[], $5::bigint[])";
+
 int
-cp_lease_settle_batch(cp_t *cp, const Tollgate__UsageBatch *batch, int64_t now_ms, char *err, size_t errsz)
+cp_lease_settle_stmt(const Tollgate__UsageBatch *batch, int64_t now_ms, cp_db_stmt_t *stmt, char *err, size_t errsz)
 {
+    memset(stmt, 0, sizeof(*stmt));
     if (batch->n_records == 0)
         return 0;
     strbuf_t keys = {0}, models = {0}, ts = {0}, costs = {0};
@@ -244,24 +248,27 @@ cp_lease_settle_batch(cp_t *cp, const Tollgate__UsageBatch *batch, int64_t now_m
         snprintf(err, errsz, "out of memory");
         goto out;
     }
-    const char *params[] = {batch->instance_id, keys.p, models.p, ts.p, costs.p};
-    PGresult *res;
-    if (cp_db_query(&cp->db, &res,
-                    "SELECT o_limit::text, o_settled, o_soft, o_hard FROM tollgate_settle($1, $2::uuid[], $3::text[],"
-                    " $4::bigint[], $5::bigint[])",
-                    5, params, NULL, NULL) != 0) {
-        snprintf(err, errsz, "settle: %s", cp_db_errmsg(&cp->db, res));
-        PQclear(res);
-        goto out;
-    }
-    /* once per period: the batch that crosses the threshold is the only one that sees the crossing */
-    for (int r = 0; r < PQntuples(res); r++)
-        tg_warn("cp.budget.soft_limit_crossed", "budget=%s settled_nanousd=%s soft_nanousd=%s hard_nanousd=%s",
-                PQgetvalue(res, r, 0), PQgetvalue(res, r, 1), PQgetvalue(res, r, 2), PQgetvalue(res, r, 3));
-    PQclear(res);
+    /* the buffers move into the statement; the instance id is the batch's, which outlives it */
+    stmt->sql = settle_sql;
+    stmt->nparams = 5;
+    stmt->values[0] = batch->instance_id;
+    stmt->values[1] = stmt->owned[1] = keys.p;
+    stmt->values[2] = stmt->owned[2] = models.p;
+    stmt->values[3] = stmt->owned[3] = ts.p;
+    stmt->values[4] = stmt->owned[4] = costs.p;
+    keys.p = models.p = ts.p = costs.p = NULL;
     rv = 0;
 out:
     free(keys.p), free(models.p), free(ts.p), free(costs.p);
     free(groups);
     return rv;
+}
+
+void
+cp_lease_settle_report(const PGresult *res)
+{
+    /* once per period: the batch that crosses the threshold is the only one that sees the crossing */
+    for (int r = 0; r < PQntuples(res); r++)
+        tg_warn("cp.budget.soft_limit_crossed", "budget=%s settled_nanousd=%s soft_nanousd=%s hard_nanousd=%s",
+                PQgetvalue(res, r, 0), PQgetvalue(res, r, 1), PQgetvalue(res, r, 2), PQgetvalue(res, r, 3));
 }

@@ -14,9 +14,14 @@
 int cp_lease_grant(cp_t *cp, const Tollgate__LeaseRequest *rq, Tollgate__LeaseGrant *ret, char *err, size_t errsz);
 void cp_lease_grant_free(Tollgate__LeaseGrant *g);
 
-/* Inside the usage batch's open transaction: moves each record's cost from the sender's leases to the
- * settled spend of every budget it falls under, in the period of the start time usage_events stores
- * (`now_ms` for a record without one). 0 or -1 (the caller rolls back). */
-int cp_lease_settle_batch(cp_t *cp, const Tollgate__UsageBatch *batch, int64_t now_ms, char *err, size_t errsz);
+/* Builds the settlement of a usage batch, run by the caller inside the batch's open transaction
+ * (tollgate_settle()): moves each record's cost from the sender's leases to the settled spend of every
+ * budget it falls under, in the period of the start time usage_events stores (`now_ms` for a record
+ * without one). 0 (stmt->sql NULL when there is nothing to settle) or -1 with a reason; the caller frees
+ * the statement with cp_db_stmt_free() and must keep `batch` alive until then. */
+int cp_lease_settle_stmt(const Tollgate__UsageBatch *batch, int64_t now_ms, cp_db_stmt_t *stmt, char *err,
+                         size_t errsz);
+/* Logs the soft-limit crossings that the settlement statement's result reports. */
+void cp_lease_settle_report(const PGresult *res);
 
 #endif

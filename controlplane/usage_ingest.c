@@ -11,6 +11,18 @@
  * PostgreSQL then parses no numbers, timestamps or UUIDs (a fifth of its COPY time in text format; see
  * docs/performance.md). Binary COPY ties this file to the column types of usage_events: a migration
  * that changes one must change the matching put_* call here.
+ *
+ * Three round trips per batch, not one per statement (each is a wake-up of PostgreSQL and of this
+ * loop, which also answers lease asks and snapshot requests; docs/performance.md):
+ *   1. BEGIN; INSERT usage_batches; COPY ... FROM STDIN as one simple-query message (COPY cannot run
+ *      in a pipeline, but it may end a multi-statement query: the server answers BEGIN, INSERT and
+ *      then waits for the data). No parameters in that protocol: the instance id goes in as a literal
+ *      escaped by libpq (PQescapeLiteral), the two numbers are formatted here.
+ *   2. the COPY data and its end, answered by the COPY's result;
+ *   3. rollup, settlement and COMMIT in one pipeline (cp_db_pipeline).
+ * A duplicate batch (the INSERT added no row) sends an empty COPY and rolls back: nothing is stored.
+ * Any error rolls back and is not acknowledged; only a COMMIT that PostgreSQL answers COMMIT is.
+ *
  * Ids that are not UUIDs are stored as NULL rather than failing the batch: a batch that can never be
  * stored would be resent forever. For the same reason a start time outside years 1970..9999 is
  * replaced by the time of ingestion (usage_group.h), the same for the row, its rollup and its settlement.
@@ -193,55 +205,131 @@ put_record(copy_buf_t *b, const Tollgate__UsageBatch *batch, const Tollgate__Usa
     put_uuid(b, u->team_id);
 }
 
-/* Streams every record of the batch into usage_events with one COPY. 0 or -1 (message in ret_err). */
+/* The binary COPY stream of the batch: header, one tuple per record, trailer. 0 or -1 (out of memory). */
 static int
-copy_records(cp_t *cp, const Tollgate__UsageBatch *batch, int64_t now_ms, char *ret_err, size_t errsz)
+encode_records(copy_buf_t *b, const Tollgate__UsageBatch *batch, int64_t now_ms)
 {
-    PGconn *conn = cp_db_conn(&cp->db);
-    copy_buf_t b = {0};
-    int rv = -1;
     /* binary COPY: signature, flags, header extension length; the tuples; the -1 trailer */
     static const unsigned char header[19] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0xff, '\r', '\n', 0};
-    unsigned char *o = cb_room(&b, sizeof(header));
+    unsigned char *o = cb_room(b, sizeof(header));
     if (o != NULL)
         memcpy(o, header, sizeof(header));
     for (size_t i = 0; i < batch->n_records; i++)
-        put_record(&b, batch, batch->records[i], now_ms);
-    if ((o = cb_room(&b, 2)) != NULL)
+        put_record(b, batch, batch->records[i], now_ms);
+    if ((o = cb_room(b, 2)) != NULL)
         o[0] = 0xff, o[1] = 0xff;
-    if (b.oom) {
-        snprintf(ret_err, errsz, "out of memory");
-        goto out;
-    }
-    PGresult *res = PQexec(conn, copy_sql);
-    if (PQresultStatus(res) != PGRES_COPY_IN) {
-        snprintf(ret_err, errsz, "copy usage_events: %s", cp_db_errmsg(&cp->db, res));
-        PQclear(res);
-        goto out;
-    }
-    PQclear(res);
-    int sent = 1;
-    for (size_t off = 0; off < b.len && sent == 1; off += COPY_CHUNK) {
-        size_t n = b.len - off < COPY_CHUNK ? b.len - off : COPY_CHUNK;
-        sent = PQputCopyData(conn, (const char *)b.p + off, (int)n);
-    }
-    if (sent != 1 || PQputCopyEnd(conn, NULL) != 1) {
-        snprintf(ret_err, errsz, "copy usage_events: %s", PQerrorMessage(conn));
-        goto drain;
-    }
-    rv = 0;
-drain:
-    /* the COPY's own result, then nothing: anything but COMMAND_OK is the failure to report */
+    return b->oom ? -1 : 0;
+}
+
+/* Reads results until libpq has none; -1 if one of them is not COMMAND_OK, with the first such one's
+ * message in ret_err unless ret_err is NULL (a message was already written). */
+static int
+drain(cp_t *cp, const char *what, char *ret_err, size_t errsz)
+{
+    PGconn *conn = cp_db_conn(&cp->db);
+    PGresult *res;
+    int rv = 0;
     while ((res = PQgetResult(conn)) != NULL) {
+        /* not expected here, but libpq would return COPY IN forever: end that COPY as failed */
+        if (PQresultStatus(res) == PGRES_COPY_IN && PQputCopyEnd(conn, "not expected") != 1) {
+            PQclear(res);
+            return -1;
+        }
         if (PQresultStatus(res) != PGRES_COMMAND_OK && rv == 0) {
-            snprintf(ret_err, errsz, "copy usage_events: %s", cp_db_errmsg(&cp->db, res));
+            if (ret_err != NULL)
+                snprintf(ret_err, errsz, "%s: %s", what, cp_db_errmsg(&cp->db, res));
             rv = -1;
         }
         PQclear(res);
     }
-out:
-    free(b.p);
     return rv;
+}
+
+/*
+ * Round trip 1: BEGIN; INSERT usage_batches ...; COPY usage_events ... FROM STDIN. On 0 the connection
+ * is in COPY IN state and *ret_fresh tells whether the batch is new; on -1 (message in ret_err) all
+ * results were read and the caller rolls back.
+ */
+static int
+begin_batch(cp_t *cp, const Tollgate__UsageBatch *batch, const char *seq, int *ret_fresh, char *ret_err, size_t errsz)
+{
+    PGconn *conn = cp_db_conn(&cp->db);
+    char *inst = PQescapeLiteral(conn, batch->instance_id, strlen(batch->instance_id));
+    if (inst == NULL) {
+        snprintf(ret_err, errsz, "instance_id: %s", cp_db_errmsg(&cp->db, NULL));
+        return -1;
+    }
+    size_t len = strlen(inst) + sizeof(copy_sql) + 256;
+    char *sql = malloc(len);
+    if (sql == NULL) {
+        PQfreemem(inst);
+        snprintf(ret_err, errsz, "out of memory");
+        return -1;
+    }
+    snprintf(sql, len,
+             "BEGIN; INSERT INTO usage_batches (instance_id, sequence, records) VALUES (%s, %s, %zu)"
+             " ON CONFLICT DO NOTHING; %s",
+             inst, seq, batch->n_records, copy_sql);
+    PQfreemem(inst);
+    int sent = PQsendQuery(conn, sql);
+    free(sql);
+    if (!sent) {
+        snprintf(ret_err, errsz, "begin: %s", cp_db_errmsg(&cp->db, NULL));
+        return -1;
+    }
+    /* BEGIN, the INSERT, then COPY IN; an error ends the list (the rest is not run) */
+    static const char *const what[] = {"begin", "insert usage_batches", "copy usage_events"};
+    static const ExecStatusType want[] = {PGRES_COMMAND_OK, PGRES_COMMAND_OK, PGRES_COPY_IN};
+    for (int i = 0; i < 3; i++) {
+        PGresult *res = PQgetResult(conn);
+        if (PQresultStatus(res) != want[i]) {
+            snprintf(ret_err, errsz, "%s: %s", what[i], cp_db_errmsg(&cp->db, res));
+            PQclear(res);
+            drain(cp, what[i], NULL, 0);
+            return -1;
+        }
+        if (i == 1)
+            *ret_fresh = strcmp(PQcmdTuples(res), "1") == 0;
+        PQclear(res);
+    }
+    return 0;
+}
+
+/* Round trip 2: the COPY data (just header and trailer for a duplicate: no rows) and its end. */
+static int
+copy_records(cp_t *cp, const copy_buf_t *b, int fresh, char *ret_err, size_t errsz)
+{
+    PGconn *conn = cp_db_conn(&cp->db);
+    static const unsigned char empty[21] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0xff, '\r', '\n', 0, [19] = 0xff, 0xff};
+    int sent = 1;
+    if (!fresh) {
+        sent = PQputCopyData(conn, (const char *)empty, (int)sizeof(empty));
+    } else {
+        for (size_t off = 0; off < b->len && sent == 1; off += COPY_CHUNK) {
+            size_t n = b->len - off < COPY_CHUNK ? b->len - off : COPY_CHUNK;
+            sent = PQputCopyData(conn, (const char *)b->p + off, (int)n);
+        }
+    }
+    int rv = 0;
+    if (sent != 1 || PQputCopyEnd(conn, NULL) != 1) {
+        snprintf(ret_err, errsz, "copy usage_events: %s", PQerrorMessage(conn));
+        rv = -1;
+    }
+    /* the COPY's own result, then nothing: anything but COMMAND_OK is the failure to report */
+    if (drain(cp, "copy usage_events", rv == 0 ? ret_err : NULL, errsz) != 0)
+        rv = -1;
+    return rv;
+}
+
+/* Ends an open transaction that is not to be committed. Nothing to do when the connection was dropped
+ * or the transaction already ended (a COMMIT that failed rolled back by itself). On a connection that
+ * broke (status unknown) the ROLLBACK fails, and cp_db_exec drops it and schedules the reconnect. */
+static void
+rollback(cp_t *cp)
+{
+    PGconn *conn = cp_db_conn(&cp->db);
+    if (conn != NULL && PQtransactionStatus(conn) != PQTRANS_IDLE)
+        cp_db_exec(&cp->db, "ROLLBACK", 0, NULL);
 }
 
 int
@@ -264,68 +352,72 @@ cp_usage_ingest(cp_t *cp, const Tollgate__UsageBatch *batch, int *ret_duplicate,
         return -1;
     }
     uint64_t t0 = tg_mono_ns();
-    char seq[NUMLEN], count[NUMLEN];
+    char seq[NUMLEN];
     snprintf(seq, sizeof(seq), "%" PRIu64, batch->sequence);
-    snprintf(count, sizeof(count), "%zu", batch->n_records);
-    if (cp_db_exec(&cp->db, "BEGIN", 0, NULL) != 0) {
-        snprintf(ret_err, errsz, "database unavailable");
+    int64_t now_ms = tg_now_unix_ms();
+    copy_buf_t b = {0};
+    cp_db_stmt_t stmts[3] = {{0}};
+    PGresult *res[3] = {NULL, NULL, NULL};
+    int fresh = 0;
+    if (encode_records(&b, batch, now_ms) != 0) {
+        free(b.p);
+        snprintf(ret_err, errsz, "out of memory");
         return -1;
     }
-    const char *params[] = {batch->instance_id, seq, count};
-    PGresult *res;
-    if (cp_db_query(&cp->db, &res,
-                    "INSERT INTO usage_batches (instance_id, sequence, records) VALUES ($1, $2::bigint, $3::int)"
-                    " ON CONFLICT DO NOTHING",
-                    3, params, NULL, NULL) != 0) {
-        snprintf(ret_err, errsz, "insert usage_batches: %s", cp_db_errmsg(&cp->db, res));
-        PQclear(res);
+    /* phase times for the log line: where a batch's time goes (bench/ingest.mjs reads them) */
+    uint64_t t_encode = tg_mono_ns();
+    if (begin_batch(cp, batch, seq, &fresh, ret_err, errsz) != 0)
         goto rollback;
-    }
-    int fresh = strcmp(PQcmdTuples(res), "1") == 0;
-    PQclear(res);
+    uint64_t t_begin = tg_mono_ns();
+    if (copy_records(cp, &b, fresh, ret_err, errsz) != 0)
+        goto rollback;
+    uint64_t t_copy = tg_mono_ns();
     if (!fresh) {
-        cp_db_exec(&cp->db, "ROLLBACK", 0, NULL);
+        rollback(cp);
+        free(b.p);
         *ret_duplicate = 1;
         cp_metrics_usage("duplicate", batch->n_records, (tg_mono_ns() - t0) / 1e9);
         tg_info("cp.usage.duplicate", "instance=%s sequence=%s", batch->instance_id, seq);
         return 0;
     }
-    int64_t now_ms = tg_now_unix_ms();
-    /* phase times for the log line: where a batch's time goes (bench/ingest.mjs reads them) */
-    uint64_t t_begin = tg_mono_ns();
-    if (batch->n_records > 0 && copy_records(cp, batch, now_ms, ret_err, errsz) != 0)
+    if (cp_rollup_stmt(batch, now_ms, &stmts[0], ret_err, errsz) != 0 ||
+        cp_lease_settle_stmt(batch, now_ms, &stmts[1], ret_err, errsz) != 0) /* budgets' ledger, same transaction */
         goto rollback;
-    uint64_t t_copy = tg_mono_ns();
-    if (cp_rollup_batch(cp_db_conn(&cp->db), batch, now_ms, ret_err, errsz) != 0)
-        goto rollback;
-    uint64_t t_rollup = tg_mono_ns();
-    if (cp_lease_settle_batch(cp, batch, now_ms, ret_err, errsz) != 0) /* budgets' ledger, same transaction */
-        goto rollback;
-    uint64_t t_settle = tg_mono_ns();
+    stmts[2].sql = "COMMIT";
+    uint64_t t_prep = tg_mono_ns();
     /* Acknowledge only what PostgreSQL says it committed: COMMIT of a transaction that failed along the way
      * (a statement added to it whose error went unnoticed, a deferred constraint) succeeds as a command
      * but answers ROLLBACK. A COMMIT whose answer is lost (the connection broke) is not acknowledged
      * either: the dataplane resends, and the usage_batches row tells a stored batch from a lost one. */
-    if (cp_db_query(&cp->db, &res, "COMMIT", 0, NULL, NULL, NULL) != 0 || strcmp(PQcmdStatus(res), "COMMIT") != 0) {
-        snprintf(ret_err, errsz, "commit failed: %s",
-                 res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK ? "the transaction was rolled back"
-                                                                        : cp_db_errmsg(&cp->db, res));
-        PQclear(res);
-        return -1;
+    if (cp_db_pipeline(&cp->db, stmts, 3, res) != 0 || strcmp(PQcmdStatus(res[2]), "COMMIT") != 0) {
+        static const char *const what[] = {"usage rollup", "settle", "commit"};
+        int i = 0;
+        while (i < 2 && (stmts[i].sql == NULL || PQresultStatus(res[i]) == PGRES_COMMAND_OK ||
+                         PQresultStatus(res[i]) == PGRES_TUPLES_OK))
+            i++;
+        snprintf(ret_err, errsz, "%s failed: %s", what[i],
+                 i == 2 && PQresultStatus(res[2]) == PGRES_COMMAND_OK ? "the transaction was rolled back"
+                                                                      : cp_db_errmsg(&cp->db, res[i]));
+        goto rollback;
     }
-    PQclear(res);
+    if (res[1] != NULL)
+        cp_lease_settle_report(res[1]);
+    for (int i = 0; i < 3; i++)
+        PQclear(res[i]), cp_db_stmt_free(&stmts[i]);
+    free(b.p);
     *ret_duplicate = 0;
     uint64_t t_end = tg_mono_ns();
     cp_metrics_usage("stored", batch->n_records, (t_end - t0) / 1e9);
     tg_info("cp.usage.stored",
-            "instance=%s sequence=%s records=%zu ms=%.1f begin=%.2f copy=%.2f rollup=%.2f settle=%.2f"
-            " commit=%.2f",
-            batch->instance_id, seq, batch->n_records, (t_end - t0) / 1e6, (t_begin - t0) / 1e6,
-            (t_copy - t_begin) / 1e6, (t_rollup - t_copy) / 1e6, (t_settle - t_rollup) / 1e6, (t_end - t_settle) / 1e6);
+            "instance=%s sequence=%s records=%zu ms=%.1f encode=%.2f begin=%.2f copy=%.2f prep=%.2f commit=%.2f",
+            batch->instance_id, seq, batch->n_records, (t_end - t0) / 1e6, (t_encode - t0) / 1e6,
+            (t_begin - t_encode) / 1e6, (t_copy - t_begin) / 1e6, (t_prep - t_copy) / 1e6, (t_end - t_prep) / 1e6);
     return 0;
 rollback:
-    if (cp_db_conn(&cp->db) != NULL)
-        cp_db_exec(&cp->db, "ROLLBACK", 0, NULL);
+    rollback(cp);
+    for (int i = 0; i < 3; i++)
+        PQclear(res[i]), cp_db_stmt_free(&stmts[i]);
+    free(b.p);
     cp_metrics_usage("failed", batch->n_records, (tg_mono_ns() - t0) / 1e9);
     return -1;
 }

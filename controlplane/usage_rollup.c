@@ -5,7 +5,8 @@
  * (a handful for a typical batch) go to tollgate_rollup_add() (migrations/0007) as one array parameter
  * per column; it unnests them, groups once more (a record without a team takes its key's team from
  * virtual_keys, which can merge two groups) and upserts. So the cost on the ingest path is one small
- * statement per batch whatever its size, and COPY stays the only per-record work in PostgreSQL.
+ * statement per batch whatever its size, and COPY stays the only per-record work in PostgreSQL. The
+ * statement is built here and sent by usage_ingest.c in the pipeline that ends with COMMIT.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include "latency_hist.h"
 #include "usage_group.h"
 #include "usage_rollup.h"
+#include "db.h"
 
 typedef struct sbuf {
     char *p;
@@ -78,8 +80,9 @@ static const char upsert_sql[] =
     " $14::int[])";
 
 int
-cp_rollup_batch(PGconn *conn, const Tollgate__UsageBatch *batch, int64_t now_ms, char *ret_err, size_t errsz)
+cp_rollup_stmt(const Tollgate__UsageBatch *batch, int64_t now_ms, cp_db_stmt_t *stmt, char *ret_err, size_t errsz)
 {
+    memset(stmt, 0, sizeof(*stmt));
     size_t n = batch->n_records;
     if (n == 0)
         return 0;
@@ -121,22 +124,20 @@ cp_rollup_batch(PGconn *conn, const Tollgate__UsageBatch *batch, int64_t now_ms,
         }
         sb_str(&col[13], "}");
     }
-    const char *params[14];
     for (int c = 0; c < 14; c++) {
         sb_str(&col[c], "}");
         if (col[c].oom) {
             snprintf(ret_err, errsz, "out of memory");
             goto out;
         }
-        params[c] = col[c].p;
     }
-    PGresult *res = PQexecParams(conn, upsert_sql, 14, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        snprintf(ret_err, errsz, "usage rollup: %s", PQresultErrorMessage(res));
-        PQclear(res);
-        goto out;
+    /* the buffers move into the statement */
+    for (int c = 0; c < 14; c++) {
+        stmt->values[c] = stmt->owned[c] = col[c].p;
+        col[c].p = NULL;
     }
-    PQclear(res);
+    stmt->sql = upsert_sql;
+    stmt->nparams = 14;
     rv = 0;
 out:
     for (int c = 0; c < 14; c++)
