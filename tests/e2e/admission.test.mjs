@@ -199,7 +199,9 @@ describe('a per-second rate limit across 4 dataplanes', () => {
     let prefetched = 0;
     while (Date.now() < deadline && rounds < 40) {
       rounds++;
+      const paced = sleep(100); // at least 100 ms a round: the 40 rounds span several windows however fast
       const results = await Promise.all(Array.from({ length: 64 }, (_, i) => c.chat(i % N_DP, key.key, quick)));
+      await paced;
       for (const r of results) {
         statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
         if (r.status === 429 && !sample429) sample429 = r;
@@ -345,7 +347,10 @@ describe('a per-second token limit across 4 dataplanes', () => {
     const statuses = new Map();
     const deadline = Date.now() + 60000;
     for (let rounds = 0; Date.now() < deadline && rounds < 40; rounds++) {
+      // a round lasts at least 100 ms, so the 40 rounds span several windows even when 429s come fast
+      const paced = sleep(100);
       const results = await Promise.all(Array.from({ length: 48 }, (_, i) => c.chat(i % N_DP, key.key, body)));
+      await paced;
       for (const r of results) {
         statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
         if (r.status === 429 && !sample429) sample429 = r;
