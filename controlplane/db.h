@@ -4,11 +4,11 @@
  * Design: queries are synchronous (PQexecParams) on the loop thread; the control plane is not on the
  * request hot path and one connection keeps every write ordered. Where several statements go together
  * (a usage batch's), cp_db_pipeline() sends them in one round trip: each round trip is a wake-up of
- * PostgreSQL and of this loop, which also answers lease asks and snapshot requests. Between queries the socket is watched
- * with a uv_poll_t so that LISTEN/NOTIFY wakes the loop. When the connection breaks (found by a failed
- * query or by PQconsumeInput) it is dropped and re-established with exponential backoff; after every
- * (re)connection `on_connect` runs (migrations, LISTEN, a snapshot rebuild), since notifications sent
- * while we were away are lost.
+ * PostgreSQL and of this loop, which also answers lease asks and snapshot requests. Between queries the
+ * socket is watched with a uv_poll_t so that LISTEN/NOTIFY wakes the loop. When the connection breaks
+ * (found by a failed query or by PQconsumeInput) it is dropped and re-established with exponential
+ * backoff; after every (re)connection `on_connect` runs (migrations, LISTEN, a snapshot rebuild), since
+ * notifications sent while we were away are lost.
  *
  * Invariants: all calls happen on the loop thread; cp_db_conn() is NULL while disconnected.
  */

@@ -50,6 +50,9 @@ static const char copy_sql[] =
     " input_tokens, output_tokens, cached_input_tokens, cost_nanousd, status, stream, latency_ms, endpoint, team_id)"
     " FROM STDIN (FORMAT binary)";
 #define COPY_FIELDS 17
+/* binary COPY framing: signature, flags, header extension length; then the tuples; then the -1 trailer */
+static const unsigned char copy_header[19] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0xff, '\r', '\n', 0};
+static const unsigned char copy_trailer[2] = {0xff, 0xff};
 
 static int64_t
 clamp_i32(int64_t v)
@@ -209,15 +212,13 @@ put_record(copy_buf_t *b, const Tollgate__UsageBatch *batch, const Tollgate__Usa
 static int
 encode_records(copy_buf_t *b, const Tollgate__UsageBatch *batch, int64_t now_ms)
 {
-    /* binary COPY: signature, flags, header extension length; the tuples; the -1 trailer */
-    static const unsigned char header[19] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0xff, '\r', '\n', 0};
-    unsigned char *o = cb_room(b, sizeof(header));
+    unsigned char *o = cb_room(b, sizeof(copy_header));
     if (o != NULL)
-        memcpy(o, header, sizeof(header));
+        memcpy(o, copy_header, sizeof(copy_header));
     for (size_t i = 0; i < batch->n_records; i++)
         put_record(b, batch, batch->records[i], now_ms);
-    if ((o = cb_room(b, 2)) != NULL)
-        o[0] = 0xff, o[1] = 0xff;
+    if ((o = cb_room(b, sizeof(copy_trailer))) != NULL)
+        memcpy(o, copy_trailer, sizeof(copy_trailer));
     return b->oom ? -1 : 0;
 }
 
@@ -300,10 +301,11 @@ static int
 copy_records(cp_t *cp, const copy_buf_t *b, int fresh, char *ret_err, size_t errsz)
 {
     PGconn *conn = cp_db_conn(&cp->db);
-    static const unsigned char empty[21] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0xff, '\r', '\n', 0, [19] = 0xff, 0xff};
     int sent = 1;
-    if (!fresh) {
-        sent = PQputCopyData(conn, (const char *)empty, (int)sizeof(empty));
+    if (!fresh) { /* no rows: the header and the trailer */
+        sent = PQputCopyData(conn, (const char *)copy_header, (int)sizeof(copy_header));
+        if (sent == 1)
+            sent = PQputCopyData(conn, (const char *)copy_trailer, (int)sizeof(copy_trailer));
     } else {
         for (size_t off = 0; off < b->len && sent == 1; off += COPY_CHUNK) {
             size_t n = b->len - off < COPY_CHUNK ? b->len - off : COPY_CHUNK;
